@@ -1,0 +1,1 @@
+"""Shared code of the cutover pipeline's Lambda functions."""

@@ -1,0 +1,251 @@
+"""Images of a cutover instance: create, copy under the sharing key, share, copy into the
+target account, and remove.
+
+Every create is preceded by a look-up by its deterministic name, and every copy carries a
+ClientToken, so a step that runs twice leaves one image.
+"""
+
+from __future__ import annotations
+
+from botocore.exceptions import ClientError
+
+from pipeline import aws, config, ledger, names, state
+from pipeline.errors import ImageFailed, ImageNotShareable, TargetNotAllowed
+from pipeline.observability import logger
+
+# Grant operations the target account needs on the sharing key to copy the shared image
+# under its own key (EBS decrypts the source snapshots and re-encrypts them).
+TARGET_GRANT_OPERATIONS = ["Decrypt", "DescribeKey", "ReEncryptFrom", "GenerateDataKeyWithoutPlaintext", "CreateGrant"]
+
+
+def find_by_name(ec2, name: str) -> dict | None:
+    images = ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])["Images"]
+    usable = [image for image in images if image["State"] not in ("deregistered", "failed")]
+    return usable[0] if usable else None
+
+
+def describe(ec2, image_id: str) -> dict:
+    try:
+        images = ec2.describe_images(ImageIds=[image_id])["Images"]
+    except ClientError as err:
+        if err.response["Error"]["Code"] in ("InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"):
+            raise ImageFailed(f"image {image_id} no longer exists") from None
+        raise
+    if not images:
+        raise ImageFailed(f"image {image_id} no longer exists")
+    return images[0]
+
+
+def snapshot_ids(image: dict) -> list[str]:
+    return [m["Ebs"]["SnapshotId"] for m in image.get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("SnapshotId")]
+
+
+def snapshot_keys(ec2, image: dict) -> set[str | None]:
+    """The KMS key of every snapshot of the image (None for an unencrypted one)."""
+    ids = snapshot_ids(image)
+    if not ids:
+        return set()
+    snapshots = ec2.describe_snapshots(SnapshotIds=ids)["Snapshots"]
+    return {snapshot.get("KmsKeyId") if snapshot.get("Encrypted") else None for snapshot in snapshots}
+
+
+def create(current: dict) -> dict:
+    """Create the image of the cutover instance (or find the one an earlier attempt made)."""
+    ec2 = aws.client("ec2")
+    server_id = state.source_server_id(current)
+    instance_id = state.slot(current, "cutover")["cutoverInstanceId"]
+    name = names.image_name(server_id, instance_id, names.CUTOVER_IMAGE)
+
+    image = find_by_name(ec2, name)
+    if image:
+        image_id = image["ImageId"]
+        logger.info("Image already created", image_id=image_id)
+    else:
+        image_id = ec2.create_image(
+            InstanceId=instance_id,
+            Name=name,
+            Description=f"Cutover image of MGN source server {server_id}",
+            NoReboot=bool(state.option(current, "noReboot")),
+            TagSpecifications=[
+                {"ResourceType": "image", "Tags": names.tags(server_id, state.execution(current), names.CUTOVER_IMAGE)}
+            ],
+        )["ImageId"]
+        logger.info("Image creation started", image_id=image_id, cutover_instance_id=instance_id)
+    ledger.record(server_id, state.execution(current), "image", image_id)
+    return {"imageId": image_id, "ready": False, "attempts": 0}
+
+
+def check(current: dict, slot_name: str) -> dict:
+    """One check of an image being created or copied, in the account that owns it."""
+    image_id = state.slot(current, slot_name)["imageId"]
+    ec2 = _ec2_for(current, slot_name)
+    image = describe(ec2, image_id)
+    if image["State"] in ("failed", "deregistered", "invalid", "error"):
+        reason = image.get("StateReason", {}).get("Message", "no reason given")
+        raise ImageFailed(f"image {image_id} is {image['State']}: {reason}")
+    ready = image["State"] == "available"
+    if ready:
+        logger.info("Image available", image_id=image_id, slot=slot_name)
+    return state.poll_result(current, slot_name, ready, imageState=image["State"])
+
+
+def _ec2_for(current: dict, slot_name: str):
+    if slot_name == "targetImage":
+        return aws.target_client("ec2", state.target_account(current))
+    return aws.client("ec2")
+
+
+def copy_for_sharing(current: dict) -> dict:
+    """Copy the image under the sharing key, unless all its snapshots already are under it.
+
+    MGN encrypts cutover volumes with the key of its replication settings; when that key is
+    the sharing key, the image can be shared as it is and one full copy is saved.
+    """
+    ec2 = aws.client("ec2")
+    server_id = state.source_server_id(current)
+    sharing_key = config.sharing_key_arn()
+    image = describe(ec2, state.slot(current, "image")["imageId"])
+
+    if snapshot_keys(ec2, image) == {sharing_key}:
+        logger.info("Image already under the sharing key; no copy needed", image_id=image["ImageId"])
+        return {"imageId": image["ImageId"], "copied": False, "ready": True, "attempts": 0}
+
+    instance_id = state.slot(current, "cutover")["cutoverInstanceId"]
+    name = names.image_name(server_id, instance_id, names.SHARING_COPY)
+    existing = find_by_name(ec2, name)
+    if existing:
+        copy_id = existing["ImageId"]
+    else:
+        copy_id = ec2.copy_image(
+            SourceImageId=image["ImageId"],
+            SourceRegion=aws.region(),
+            Name=name,
+            Description=f"Cutover image of MGN source server {server_id}, under the sharing key",
+            Encrypted=True,
+            KmsKeyId=sharing_key,
+            ClientToken=names.client_token(image["ImageId"], sharing_key),
+            TagSpecifications=[
+                {"ResourceType": "image", "Tags": names.tags(server_id, state.execution(current), names.SHARING_COPY)}
+            ],
+        )["ImageId"]
+        logger.info("Copy under the sharing key started", image_id=copy_id, source_image_id=image["ImageId"])
+    ledger.record(server_id, state.execution(current), "sharedImage", copy_id)
+    return {"imageId": copy_id, "copied": True, "ready": False, "attempts": 0}
+
+
+def share(current: dict) -> dict:
+    """Share the image, its snapshots and the sharing key with the target account's role."""
+    account = state.target_account(current)
+    if account not in config.target_account_allowlist():
+        raise TargetNotAllowed(account)
+
+    ec2 = aws.client("ec2")
+    server_id = state.source_server_id(current)
+    sharing_key = config.sharing_key_arn()
+    image = describe(ec2, state.slot(current, "sharedImage")["imageId"])
+    keys = snapshot_keys(ec2, image)
+    if keys != {sharing_key}:
+        raise ImageNotShareable(f"image {image['ImageId']} is not wholly under the sharing key (keys: {sorted(map(str, keys))})")
+
+    grant = aws.client("kms").create_grant(
+        KeyId=sharing_key,
+        GranteePrincipal=aws.target_role_arn(account),
+        Operations=TARGET_GRANT_OPERATIONS,
+        Name=names.grant_name(server_id, account),
+    )
+    ledger.record(server_id, state.execution(current), "grant", grant["GrantId"])
+    # The grant goes first: once the launch permission exists the target could start a copy,
+    # and a copy that cannot use the key fails late instead of at once.
+    # Recorded before the permission is given, so a crash in between still leaves rollback
+    # knowing what to take back.
+    ledger.record(server_id, state.execution(current), "sharedWith", account)
+    ec2.modify_image_attribute(ImageId=image["ImageId"], LaunchPermission={"Add": [{"UserId": account}]})
+    snapshots = snapshot_ids(image)
+    for snapshot_id in snapshots:
+        ec2.modify_snapshot_attribute(
+            SnapshotId=snapshot_id, Attribute="createVolumePermission", OperationType="add", UserIds=[account]
+        )
+    logger.info("Image shared with target account", image_id=image["ImageId"], target_account=account)
+    return {"accountId": account, "imageId": image["ImageId"], "snapshotIds": snapshots, "grantId": grant["GrantId"]}
+
+
+def copy_to_target(current: dict) -> dict:
+    """In the target account, copy the shared image under the target's own key."""
+    account = state.target_account(current)
+    if account not in config.target_account_allowlist():
+        raise TargetNotAllowed(account)
+
+    ec2 = aws.target_client("ec2", account)
+    server_id = state.source_server_id(current)
+    shared_id = state.slot(current, "share")["imageId"]
+    instance_id = state.slot(current, "cutover")["cutoverInstanceId"]
+    name = names.image_name(server_id, instance_id, names.TARGET_COPY)
+    target_key = state.target(current).get("kmsKeyId")
+
+    existing = find_by_name(ec2, name)
+    if existing:
+        copy_id = existing["ImageId"]
+    else:
+        request = {
+            "SourceImageId": shared_id,
+            "SourceRegion": aws.region(),
+            "Name": name,
+            "Description": f"Restored image of MGN source server {server_id}",
+            "Encrypted": True,
+            "ClientToken": names.client_token(shared_id, account, target_key or "default"),
+            "TagSpecifications": [
+                {"ResourceType": "image", "Tags": names.tags(server_id, state.execution(current), names.TARGET_COPY)}
+            ],
+        }
+        if target_key:
+            request["KmsKeyId"] = target_key
+        # Without a key, EBS uses the target account's default EBS key: still the target's own.
+        copy_id = ec2.copy_image(**request)["ImageId"]
+        logger.info("Copy into the target account started", image_id=copy_id, target_account=account)
+    ledger.record(server_id, state.execution(current), "targetImage", copy_id)
+    return {"imageId": copy_id, "accountId": account, "ready": False, "attempts": 0}
+
+
+def unshare(image_id: str, account: str) -> list[str]:
+    """Take back the launch and create-volume permissions given to `account`."""
+    ec2 = aws.client("ec2")
+    done: list[str] = []
+    try:
+        image = describe(ec2, image_id)
+    except ImageFailed:
+        return done
+    ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Remove": [{"UserId": account}]})
+    done.append(f"launch permission of {image_id} for {account}")
+    for snapshot_id in snapshot_ids(image):
+        ec2.modify_snapshot_attribute(
+            SnapshotId=snapshot_id, Attribute="createVolumePermission", OperationType="remove", UserIds=[account]
+        )
+        done.append(f"create-volume permission of {snapshot_id} for {account}")
+    return done
+
+
+def remove(ec2, image_id: str) -> list[str]:
+    """Deregister an image and delete its snapshots; an image already gone is not an error."""
+    try:
+        image = describe(ec2, image_id)
+    except ImageFailed:
+        return []
+    snapshots = snapshot_ids(image)
+    ec2.deregister_image(ImageId=image_id)
+    for snapshot_id in snapshots:
+        try:
+            ec2.delete_snapshot(SnapshotId=snapshot_id)
+        except ClientError as err:
+            if err.response["Error"]["Code"] != "InvalidSnapshot.NotFound":
+                raise
+    return [f"image {image_id}"] + [f"snapshot {snapshot_id}" for snapshot_id in snapshots]
+
+
+def revoke_grant(grant_id: str) -> list[str]:
+    try:
+        aws.client("kms").revoke_grant(KeyId=config.sharing_key_arn(), GrantId=grant_id)
+    except ClientError as err:
+        if err.response["Error"]["Code"] not in ("NotFoundException", "InvalidGrantIdException"):
+            raise
+        return []
+    return [f"grant {grant_id}"]

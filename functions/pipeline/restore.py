@@ -1,0 +1,117 @@
+"""The restored instance in the target account: launch it with the requested placement and
+verify it before anything passes the point of no return."""
+
+from __future__ import annotations
+
+from botocore.exceptions import ClientError
+
+from pipeline import aws, ledger, names, state
+from pipeline.errors import RestoredInstanceFailed
+from pipeline.observability import logger
+
+RESTORED = "restored-instance"
+
+
+def cutover_instance(instance_id: str) -> dict:
+    reservations = aws.client("ec2").describe_instances(InstanceIds=[instance_id])["Reservations"]
+    return reservations[0]["Instances"][0]
+
+
+def launch(current: dict) -> dict:
+    """Launch the restored instance from the target image; a retry finds the first launch."""
+    account = state.target_account(current)
+    placement = state.target(current)
+    server_id = state.source_server_id(current)
+    image_id = state.slot(current, "targetImage")["imageId"]
+    ec2 = aws.target_client("ec2", account)
+    token = names.client_token(server_id, image_id, "launch")
+
+    existing = _find(ec2, server_id, token)
+    if existing:
+        instance_id = existing["InstanceId"]
+        logger.info("Restored instance already launched", restored_instance_id=instance_id)
+    else:
+        instance_id = ec2.run_instances(**_run_request(current, image_id, token))["Instances"][0]["InstanceId"]
+        logger.info("Restored instance launched", restored_instance_id=instance_id, target_account=account)
+    ledger.record(server_id, state.execution(current), "restoredInstance", instance_id)
+    return {"instanceId": instance_id, "subnetId": placement["subnetId"], "ready": False, "attempts": 0}
+
+
+def _run_request(current: dict, image_id: str, token: str) -> dict:
+    placement = state.target(current)
+    server_id = state.source_server_id(current)
+    instance_type = placement.get("instanceType") or _cutover_instance_type(current)
+    tags = names.tags(server_id, state.execution(current), RESTORED, {"mgn-cutover:token": token})
+    tags += [{"Key": key, "Value": value} for key, value in placement.get("tags", {}).items()]
+    request = {
+        "ImageId": image_id,
+        "InstanceType": instance_type,
+        "MinCount": 1,
+        "MaxCount": 1,
+        "SubnetId": placement["subnetId"],
+        "SecurityGroupIds": placement["securityGroupIds"],
+        "ClientToken": token,
+        # IMDSv2 only: a restored server should not come up with the older metadata service.
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+        "TagSpecifications": [
+            {"ResourceType": "instance", "Tags": tags},
+            {"ResourceType": "volume", "Tags": tags},
+        ],
+    }
+    if placement.get("privateIpAddress"):
+        request["PrivateIpAddress"] = placement["privateIpAddress"]
+    if placement.get("instanceProfile"):
+        request["IamInstanceProfile"] = {"Name": placement["instanceProfile"]}
+    return request
+
+
+def _cutover_instance_type(current: dict) -> str:
+    return cutover_instance(state.slot(current, "cutover")["cutoverInstanceId"])["InstanceType"]
+
+
+def _find(ec2, server_id: str, token: str) -> dict | None:
+    reservations = ec2.describe_instances(
+        Filters=[
+            {"Name": f"tag:{names.SERVER_TAG}", "Values": [server_id]},
+            {"Name": "tag:mgn-cutover:token", "Values": [token]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+        ]
+    )["Reservations"]
+    instances = [instance for reservation in reservations for instance in reservation["Instances"]]
+    return instances[0] if instances else None
+
+
+def check(current: dict) -> dict:
+    """One check of the restored instance: ready when running with both status checks ok."""
+    account = state.target_account(current)
+    instance_id = state.slot(current, "restored")["instanceId"]
+    ec2 = aws.target_client("ec2", account)
+    statuses = ec2.describe_instance_status(InstanceIds=[instance_id], IncludeAllInstances=True)["InstanceStatuses"]
+    if not statuses:
+        raise RestoredInstanceFailed(f"restored instance {instance_id} no longer exists")
+    status = statuses[0]
+    instance_state = status["InstanceState"]["Name"]
+    if instance_state in ("shutting-down", "terminated", "stopping", "stopped"):
+        raise RestoredInstanceFailed(f"restored instance {instance_id} is {instance_state}")
+
+    checks = (status.get("InstanceStatus", {}).get("Status"), status.get("SystemStatus", {}).get("Status"))
+    if "impaired" in checks:
+        raise RestoredInstanceFailed(f"restored instance {instance_id} failed its status checks {checks}")
+    ready = instance_state == "running" and checks == ("ok", "ok")
+    if not ready:
+        return state.poll_result(current, "restored", False, instanceState=instance_state)
+
+    instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
+    logger.info("Restored instance verified", restored_instance_id=instance_id)
+    return state.poll_result(current, "restored", True, privateIpAddress=instance.get("PrivateIpAddress"))
+
+
+def terminate(account: str, instance_id: str) -> list[str]:
+    ec2 = aws.target_client("ec2", account)
+    try:
+        ec2.terminate_instances(InstanceIds=[instance_id])
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "InvalidInstanceID.NotFound":
+            raise
+        return []
+    return [f"restored instance {instance_id}"]

@@ -1,0 +1,116 @@
+"""Removing what a cutover created: after success (clean up) and before finalize (roll back).
+
+Both read the ledger rather than the state alone, so what an earlier, failed attempt created
+is found too. Each removal is idempotent, and each one is tried even when another fails, so a
+single stubborn resource does not keep the rest from being removed.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from pipeline import aws, cutover, images, ledger, restore, state
+from pipeline.observability import logger
+
+
+def clean_up(current: dict) -> dict:
+    """After a verified restore: unshare and remove the migration account's intermediates."""
+    server_id = state.source_server_id(current)
+    artifacts = ledger.read(server_id)["artifacts"]
+    removed, failures = [], []
+    # Sharing is always taken back; with `cleanup` off the images and the cutover instance
+    # stay in the migration account for whoever wants to inspect them.
+    tasks = _unshare_tasks(artifacts)
+    if state.option(current, "cleanup"):
+        tasks += _migration_image_tasks(artifacts)
+        if artifacts.get("cutoverInstance"):
+            tasks.append(("cutover instance", lambda: _terminate_cutover_instance(artifacts["cutoverInstance"])))
+    done = _run(tasks, removed, failures)
+    ledger.forget(server_id, state.execution(current), *_forgettable(artifacts, done))
+    logger.info("Intermediates removed", removed=removed, failures=failures)
+    return {"removed": removed, "failures": failures, "ready": not failures}
+
+
+def roll_back(current: dict) -> dict:
+    """Before finalize: remove everything the cutover created, in both accounts, and take the
+    MGN server back to READY_FOR_CUTOVER."""
+    server_id = state.source_server_id(current)
+    artifacts = ledger.read(server_id)["artifacts"]
+    account = state.target_account(current)
+    removed, failures = [], []
+    tasks = []
+    if artifacts.get("restoredInstance"):
+        tasks.append(("restored instance", lambda: restore.terminate(account, artifacts["restoredInstance"])))
+    if artifacts.get("targetImage"):
+        tasks.append(("target image", lambda: images.remove(aws.target_client("ec2", account), artifacts["targetImage"])))
+    tasks += _unshare_tasks(artifacts) + _migration_image_tasks(artifacts)
+    if artifacts.get("cutoverInstance"):
+        tasks.append(("cutover instance", lambda: _terminate_cutover_instance(artifacts["cutoverInstance"])))
+    if artifacts.get("finalized") != "true":
+        tasks.append(("lifecycle", lambda: [step for step in [cutover.revert(server_id)] if step]))
+    done = _run(tasks, removed, failures)
+    ledger.forget(server_id, state.execution(current), *_forgettable(artifacts, done))
+    logger.info("Rolled back", removed=removed, failures=failures)
+    return {"removed": removed, "failures": failures, "complete": not failures}
+
+
+def _unshare_tasks(artifacts: dict) -> list[tuple[str, Callable[[], list[str]]]]:
+    tasks = []
+    if artifacts.get("grant"):
+        tasks.append(("grant", lambda: images.revoke_grant(artifacts["grant"])))
+    if artifacts.get("sharedWith") and artifacts.get("sharedImage"):
+        tasks.append(("sharing", lambda: images.unshare(artifacts["sharedImage"], artifacts["sharedWith"])))
+    return tasks
+
+
+def _migration_image_tasks(artifacts: dict) -> list[tuple[str, Callable[[], list[str]]]]:
+    ec2 = aws.client("ec2")
+    tasks = []
+    # The sharing copy may be the cutover image itself (no copy was needed): remove it once.
+    for name in dict.fromkeys(key for key in ("sharedImage", "image") if artifacts.get(key)):
+        if name == "image" and artifacts.get("sharedImage") == artifacts.get("image"):
+            continue
+        tasks.append((name, lambda image_id=artifacts[name]: images.remove(ec2, image_id)))
+    return tasks
+
+
+def _terminate_cutover_instance(instance_id: str) -> list[str]:
+    ec2 = aws.client("ec2")
+    instances = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    if not instances or instances[0]["Instances"][0]["State"]["Name"] in ("shutting-down", "terminated"):
+        return []
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    return [f"cutover instance {instance_id}"]
+
+
+def _run(tasks: list, removed: list[str], failures: list[dict]) -> set[str]:
+    """Run every removal; return the names of those that succeeded."""
+    done = set()
+    for name, task in tasks:
+        try:
+            removed.extend(task())
+            done.add(name)
+        except Exception as err:  # noqa: BLE001 - one failure must not stop the other removals
+            logger.exception("Removal failed", artifact=name)
+            failures.append({"artifact": name, "error": f"{type(err).__name__}: {err}"})
+    return done
+
+
+# Which ledger entries a task name clears once the task succeeded.
+_LEDGER_ENTRIES = {
+    "grant": ("grant",),
+    "sharing": ("sharedWith",),
+    "sharedImage": ("sharedImage",),
+    "image": ("image",),
+    "target image": ("targetImage",),
+    "restored instance": ("restoredInstance",),
+    "cutover instance": ("cutoverInstance",),
+    "lifecycle": ("cutoverJob",),
+}
+
+
+def _forgettable(artifacts: dict, done: set[str]) -> list[str]:
+    entries = [entry for task in done for entry in _LEDGER_ENTRIES.get(task, ())]
+    if "sharedImage" in done and artifacts.get("sharedImage") == artifacts.get("image"):
+        entries.append("image")
+    return [entry for entry in dict.fromkeys(entries) if entry in artifacts]

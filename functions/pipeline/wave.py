@@ -1,0 +1,109 @@
+"""The end of a server's branch and of the wave: per-server report, summary, notification."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pipeline import aws, config, ledger, state
+from pipeline.observability import logger
+
+CUT_OVER = "CUT_OVER"
+CUT_OVER_WITH_FOLLOW_UP = "CUT_OVER_WITH_FOLLOW_UP"
+ROLLED_BACK = "ROLLED_BACK"
+ROLLBACK_INCOMPLETE = "ROLLBACK_INCOMPLETE"
+REFUSED = "REFUSED"
+
+
+def release(current: dict) -> dict:
+    """Release the server's claim and return its line of the wave report."""
+    report = server_report(current)
+    if report["outcome"] != REFUSED:
+        ledger.release(state.source_server_id(current), state.execution(current), report["outcome"])
+    logger.info("Server released", outcome=report["outcome"])
+    return report
+
+
+def server_report(current: dict) -> dict:
+    restored = state.slot(current, "restored")
+    report = {
+        "sourceServerId": state.source_server_id(current),
+        "targetAccountId": state.target_account(current),
+        "outcome": _outcome(current),
+        "restoredInstanceId": restored.get("instanceId") if state.finalized(current) else None,
+        "privateIpAddress": restored.get("privateIpAddress") if state.finalized(current) else None,
+    }
+    if current.get("error"):
+        report["failedStep"] = current.get("failedStep") or state.failed_step(current)
+        report["error"] = error_of(current["error"])
+    if current.get("rollback"):
+        report["rollback"] = current["rollback"]
+    return report
+
+
+def _outcome(current: dict) -> str:
+    error = current.get("error")
+    if not current.get("claim"):
+        # The server was never claimed (another execution holds it): nothing was done to it.
+        return REFUSED
+    if state.finalized(current):
+        return CUT_OVER_WITH_FOLLOW_UP if error or current.get("cleanup", {}).get("failures") else CUT_OVER
+    if current.get("rollback", {}).get("complete") is False or current.get("rollbackError"):
+        return ROLLBACK_INCOMPLETE
+    return ROLLED_BACK
+
+
+def error_of(caught: dict) -> dict:
+    """The error a Catch recorded, as {type, code, message}: the AWS error code when there is one."""
+    error_type = caught.get("Error", "Unknown")
+    message = caught.get("Cause", "")
+    try:
+        cause = json.loads(message)
+        message = cause.get("errorMessage", message)
+        error_type = cause.get("errorType", error_type)
+    except (TypeError, ValueError):
+        pass
+    aws_code = re.search(r"An error occurred \(([^)]+)\)", message)
+    return {"type": error_type, "code": aws_code.group(1) if aws_code else error_type, "message": message[:1000]}
+
+
+def summarize(wave: str, execution: str, results: list[dict]) -> dict:
+    """The wave summary; published to the notification topic."""
+    failed = [result for result in results if result["outcome"] not in (CUT_OVER, CUT_OVER_WITH_FOLLOW_UP)]
+    summary = {
+        "wave": wave,
+        "execution": execution,
+        "total": len(results),
+        "cutOver": len(results) - len(failed),
+        "failed": len(failed),
+        "servers": results,
+    }
+    summary["subject"] = f"Cutover wave {wave}: {summary['cutOver']} of {summary['total']} cut over"[:100]
+    aws.client("sns").publish(
+        TopicArn=config.notification_topic_arn(),
+        Subject=summary["subject"],
+        Message=render(summary),
+        MessageAttributes={
+            "wave": {"DataType": "String", "StringValue": wave},
+            "outcome": {"DataType": "String", "StringValue": "FAILED" if failed else "SUCCEEDED"},
+            "failed": {"DataType": "Number", "StringValue": str(len(failed))},
+        },
+    )
+    logger.info("Wave summarized", total=summary["total"], failed=summary["failed"])
+    # The Fail state that ends a failed wave gives the summary as its cause.
+    summary["cause"] = json.dumps({key: summary[key] for key in ("wave", "execution", "total", "cutOver", "failed", "servers")})
+    return summary
+
+
+def render(summary: dict) -> str:
+    """The notification as a person reads it: one line per server."""
+    lines = [summary["subject"], f"Execution: {summary['execution']}", ""]
+    for server in summary["servers"]:
+        if server["outcome"] in (CUT_OVER, CUT_OVER_WITH_FOLLOW_UP):
+            line = f"{server['sourceServerId']}  {server['outcome']}  {server['targetAccountId']}  {server['restoredInstanceId']}  {server['privateIpAddress']}"
+        else:
+            line = f"{server['sourceServerId']}  {server['outcome']}  at {server.get('failedStep')}"
+        if server.get("error"):
+            line += f"  {server['error']['code']}: {server['error']['message'][:200]}"
+        lines.append(line)
+    return "\n".join(lines)

@@ -1,0 +1,389 @@
+"""Runs the real state machine and the real handlers against the simulated accounts.
+
+`Sandbox` opens a moto world, stands in for the migration stack (ledger table, topic,
+sharing key, state machine built from `statemachine/cutover.asl.json` with the template's
+substitutions) and answers every Lambda invocation of the state machine by calling, in this
+process, the handler `template.yaml` names for that function with that function's
+environment.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import boto3
+import botocore.handlers
+from botocore.awsrequest import AWSResponse
+from moto import mock_aws
+from moto.core.botocore_stubber import MockRawResponse
+
+from sandbox import template as cfn
+from sandbox.world import MIGRATION_ACCOUNT, World
+
+REGION = "us-east-1"
+STACK = "mgn-cutover"
+TARGET_ROLE_NAME = "MgnCutoverTargetRole"
+EXTERNAL_ID = "sandbox-external-id-0000"
+STATE_MACHINE_DEFINITION = cfn.ROOT / "statemachine" / "cutover.asl.json"
+# A rehearsal that has not finished in this long (real seconds) is stuck, not slow.
+EXECUTION_TIMEOUT_SECONDS = 900
+
+# The handlers import their shared package the way they do on Lambda, from the code root.
+if str(cfn.ROOT / "functions") not in sys.path:
+    sys.path.insert(0, str(cfn.ROOT / "functions"))
+
+MOTO_CONFIG = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+
+Progress = Callable[[dict], None]
+
+
+class SandboxError(RuntimeError):
+    """The sandbox itself could not do what was asked (not a failure of the pipeline)."""
+
+
+@dataclass
+class Rehearsal:
+    """What one execution left: its status and output, and every account's inventory."""
+
+    execution: str
+    status: str
+    output: Any
+    error: str | None
+    cause: Any
+    inventory: dict
+    notifications: list[dict] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"execution": self.execution, "status": self.status, "output": self.output, "error": self.error,
+                "cause": self.cause, "inventory": self.inventory, "notifications": self.notifications}
+
+
+@dataclass
+class _Invocation:
+    function: cfn.Function
+    label: str
+
+
+class Sandbox:
+    """A simulated migration account and target accounts, with the pipeline deployed."""
+
+    def __init__(self, request: dict, world_spec: dict | None = None, progress: Progress | None = None):
+        self.request = request
+        self.world_spec = world_spec or {}
+        self.progress = progress
+        self.template = cfn.load()
+        self.functions = cfn.functions(self.template)
+        self._mock = mock_aws(config=MOTO_CONFIG)
+        self._lock = threading.Lock()
+        self._labels = {logical_id: _label(fn) for logical_id, fn in self.functions.items()}
+        self.world: World | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> Sandbox:
+        self._mock.start()
+        self._saved_env = dict(os.environ)
+        os.environ.update({"AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_ACCESS_KEY_ID": "sandbox",
+                           "AWS_SECRET_ACCESS_KEY": "sandbox", "POWERTOOLS_TRACE_DISABLED": "true"})
+        os.environ.pop("AWS_PROFILE", None)
+        from sandbox import aws_rules, mgn
+
+        mgn.install()
+        aws_rules.install()
+        self._install_dispatcher()
+        self._instant_waits = _patch_waits()
+        self._instant_waits.__enter__()
+        _reset_pipeline_clients()
+        self.world = World.for_request(self.request, self.world_spec, target_role_name=TARGET_ROLE_NAME,
+                                       pipeline_role_arns=[self.role_arn(fn) for fn in self.functions],
+                                       external_id=EXTERNAL_ID)
+        self._deploy_stack()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        from sandbox import aws_rules, mgn
+
+        self._instant_waits.__exit__(*exc_info)
+        self._uninstall_dispatcher()
+        aws_rules.uninstall()
+        mgn.uninstall()
+        _reset_pipeline_clients()
+        os.environ.clear()
+        os.environ.update(self._saved_env)
+        self._mock.stop()
+
+    # -- the stand-in stack ------------------------------------------------------------------
+
+    def role_arn(self, logical_id: str) -> str:
+        return f"arn:aws:iam::{MIGRATION_ACCOUNT}:role/{STACK}-{logical_id}Role"
+
+    def function_arn(self, logical_id: str) -> str:
+        return f"arn:aws:lambda:{REGION}:{MIGRATION_ACCOUNT}:function:{STACK}-{logical_id}"
+
+    def _deploy_stack(self) -> None:
+        dynamodb = boto3.client("dynamodb", region_name=REGION)
+        self.table = f"{STACK}-ledger"
+        dynamodb.create_table(TableName=self.table, BillingMode="PAY_PER_REQUEST",
+                              KeySchema=[{"AttributeName": "sourceServerId", "KeyType": "HASH"}],
+                              AttributeDefinitions=[{"AttributeName": "sourceServerId", "AttributeType": "S"}])
+        self.topic_arn = boto3.client("sns", region_name=REGION).create_topic(Name=f"{STACK}-notifications")["TopicArn"]
+        self._subscribe_inbox()
+        self.sharing_key_arn = self._create_sharing_key()
+        self.resolver = cfn.Resolver(self.template, self._parameters(), self._refs(), self._arns())
+        self.environments = {fn: self._environment(fn) for fn in self.functions}
+        self.state_machine_arn = self._create_state_machine()
+
+    def _parameters(self) -> dict:
+        return {"TargetAccountIds": ",".join(self.world.target_accounts), "TargetRoleName": TARGET_ROLE_NAME,
+                "TargetRoleExternalId": EXTERNAL_ID, "DefaultAgentConfigParameter": "AmazonCloudWatch-linux"}
+
+    def _refs(self) -> dict:
+        return {"AWS::Region": REGION, "AWS::AccountId": MIGRATION_ACCOUNT, "AWS::StackName": STACK,
+                "LedgerTable": self.table, "NotificationTopic": self.topic_arn, "SharingKey": self.sharing_key_id}
+
+    def _arns(self) -> dict:
+        arns = {"SharingKey": self.sharing_key_arn, "NotificationTopic": self.topic_arn,
+                "LedgerTable": f"arn:aws:dynamodb:{REGION}:{MIGRATION_ACCOUNT}:table/{self.table}"}
+        for logical_id in self.functions:
+            arns[logical_id] = self.function_arn(logical_id)
+            arns[f"{logical_id}Role"] = self.role_arn(logical_id)
+        return arns
+
+    def _create_sharing_key(self) -> str:
+        kms = boto3.client("kms", region_name=REGION)
+        key = kms.create_key(Description="Sandbox stand-in for the migration stack's sharing key",
+                             KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
+        kms.create_alias(AliasName=f"alias/{STACK}-sharing", TargetKeyId=key["KeyId"])
+        self.sharing_key_id = key["KeyId"]
+        return key["Arn"]
+
+    def _environment(self, logical_id: str) -> dict[str, str]:
+        resolved = self.resolver.resolve(self.functions[logical_id].environment)
+        return {name: value if isinstance(value, str) else json.dumps(value) for name, value in resolved.items()}
+
+    def _create_state_machine(self) -> str:
+        substitutions = self.resolver.resolve(cfn.state_machine(self.template).get("DefinitionSubstitutions", {}))
+        definition = STATE_MACHINE_DEFINITION.read_text()
+        for name, value in substitutions.items():
+            definition = definition.replace("${" + name + "}", str(value))
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        return sfn.create_state_machine(name=f"{STACK}-cutover", definition=definition,
+                                        roleArn=f"arn:aws:iam::{MIGRATION_ACCOUNT}:role/{STACK}-state-machine")[
+            "stateMachineArn"]
+
+    def _subscribe_inbox(self) -> None:
+        sqs = boto3.client("sqs", region_name=REGION)
+        self.inbox_url = sqs.create_queue(QueueName=f"{STACK}-inbox")["QueueUrl"]
+        inbox_arn = sqs.get_queue_attributes(QueueUrl=self.inbox_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"]
+        boto3.client("sns", region_name=REGION).subscribe(TopicArn=self.topic_arn, Protocol="sqs",
+                                                          Endpoint=inbox_arn,
+                                                          Attributes={"RawMessageDelivery": "false"})
+
+    def notifications(self) -> list[dict]:
+        sqs = boto3.client("sqs", region_name=REGION)
+        messages = sqs.receive_message(QueueUrl=self.inbox_url, MaxNumberOfMessages=10).get("Messages", [])
+        found = []
+        for message in messages:
+            body = json.loads(message["Body"])
+            found.append({"subject": body.get("Subject"), "message": body.get("Message"),
+                          "attributes": {k: v.get("Value") for k, v in body.get("MessageAttributes", {}).items()}})
+            sqs.delete_message(QueueUrl=self.inbox_url, ReceiptHandle=message["ReceiptHandle"])
+        return found
+
+    # -- running -----------------------------------------------------------------------------
+
+    def start(self, request: Any, name: str | None = None) -> str:
+        """Start an execution (as the console or CLI would) and return its ARN."""
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        name = name or f"rehearsal-{uuid.uuid4().hex[:12]}"
+        return sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name, input=json.dumps(request))[
+            "executionArn"]
+
+    def wait(self, execution_arn: str, timeout: float = EXECUTION_TIMEOUT_SECONDS) -> dict:
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            described = sfn.describe_execution(executionArn=execution_arn)
+            if described["status"] != "RUNNING":
+                return described
+            time.sleep(0.02)
+        raise SandboxError(f"execution {execution_arn} still running after {timeout:.0f} s")
+
+    def rehearse(self, request: Any | None = None, name: str | None = None) -> Rehearsal:
+        """Run one execution to its end and return what it left in every account."""
+        arn = self.start(self.request if request is None else request, name)
+        described = self.wait(arn)
+        return Rehearsal(
+            execution=described["name"] if "name" in described else arn.rsplit(":", 1)[1],
+            status=described["status"],
+            output=_json_or_none(described.get("output")),
+            error=described.get("error"),
+            cause=_json_or_text(described.get("cause")),
+            inventory=self.world.inventory(),
+            notifications=self.notifications(),
+        )
+
+    def invoke(self, function: str, event: Any) -> Any:
+        """Run one function, as `sam local invoke FUNCTION -e EVENT` would, against this world."""
+        logical_id = self.logical_id(function)
+        result = self._call(logical_id, event)
+        if result["error"]:
+            raise result["exception"]
+        return result["value"]
+
+    def logical_id(self, function: str) -> str:
+        if function in self.functions:
+            return function
+        for logical_id in self.functions:
+            if function in (self.function_arn(logical_id), f"{STACK}-{logical_id}"):
+                return logical_id
+        raise SandboxError(f"template.yaml has no function {function!r}; it has: {', '.join(sorted(self.functions))}")
+
+    # -- the Lambda stand-in -----------------------------------------------------------------
+
+    def _install_dispatcher(self) -> None:
+        self._dispatch_entry = ("before-send.lambda.Invoke", self._on_invoke)
+        botocore.handlers.BUILTIN_HANDLERS.append(self._dispatch_entry)
+
+    def _uninstall_dispatcher(self) -> None:
+        if self._dispatch_entry in botocore.handlers.BUILTIN_HANDLERS:
+            botocore.handlers.BUILTIN_HANDLERS.remove(self._dispatch_entry)
+
+    def _on_invoke(self, request, **_: Any) -> AWSResponse:
+        # The URL is .../functions/<name or ARN>/invocations
+        name = request.url.split("/functions/", 1)[1].split("/invocations", 1)[0]
+        from urllib.parse import unquote
+
+        logical_id = self.logical_id(unquote(name))
+        event = json.loads(request.body or b"{}")
+        result = self._call(logical_id, event)
+        headers = {"X-Amz-Executed-Version": "$LATEST"}
+        if result["error"]:
+            headers["X-Amz-Function-Error"] = "Unhandled"
+        return AWSResponse(request.url, 200, headers, MockRawResponse(json.dumps(result["payload"])))
+
+    def _call(self, logical_id: str, event: Any) -> dict:
+        function = self.functions[logical_id]
+        module_name, handler_name = function.handler.rsplit(".", 1)
+        # One handler at a time: each runs with its own function's environment, and the
+        # environment of a process is shared by its threads.
+        with self._lock, _environment(self.environments[logical_id]):
+            handler = getattr(importlib.import_module(module_name), handler_name)
+            try:
+                value = handler(event, _Context(self.function_arn(logical_id)))
+                outcome = {"error": False, "value": value, "payload": value}
+            except Exception as err:  # noqa: BLE001 - reported to the state machine as Lambda does
+                outcome = {"error": True, "exception": err, "payload": {
+                    "errorType": type(err).__name__, "errorMessage": str(err),
+                    "stackTrace": traceback.format_tb(err.__traceback__)}}
+        self._report(logical_id, event, outcome)
+        return outcome
+
+    def _report(self, logical_id: str, event: Any, outcome: dict) -> None:
+        if self.progress is None:
+            return
+        state = event.get("state", event) if isinstance(event, dict) else {}
+        server = state.get("server", {}).get("sourceServerId") if isinstance(state, dict) else None
+        step = self._labels[logical_id]
+        if isinstance(event, dict) and (event.get("slot") or event.get("command")):
+            step = f"{step} ({event.get('slot') or event.get('command')})"
+        self.progress({"server": server, "step": step, "error": outcome["payload"] if outcome["error"] else None,
+                       "result": None if outcome["error"] else outcome["value"]})
+
+
+class _Context:
+    """The parts of the Lambda context object that Powertools reads."""
+
+    def __init__(self, function_arn: str):
+        self.function_name = function_arn.rsplit(":", 1)[1]
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = function_arn
+        self.memory_limit_in_mb = 256
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{self.function_name}"
+        self.log_stream_name = "sandbox"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def _patch_waits() -> Iterator[None]:
+    """Wait states and retry intervals take no real time in a rehearsal."""
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+    from moto.stepfunctions.parser.asl.component.state.wait.wait_function import wait_function
+
+    original_wait = wait_function.WaitFunction._wait_interval
+    original_time = retrier_decl.time
+    wait_function.WaitFunction._wait_interval = lambda self, env, wait_seconds: None
+    retrier_decl.time = _NoSleep()
+    try:
+        yield
+    finally:
+        wait_function.WaitFunction._wait_interval = original_wait
+        retrier_decl.time = original_time
+
+
+class _NoSleep:
+    """Stands in for the `time` module inside moto's retrier: everything but sleep is real."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def sleep(_seconds: float) -> None:
+        return None
+
+
+def _reset_pipeline_clients() -> None:
+    from pipeline import aws
+
+    aws.reset()
+
+
+def _label(function: cfn.Function) -> str:
+    module = importlib.import_module(function.handler.rsplit(".", 1)[0])
+    return (module.__doc__ or function.logical_id).split(":", 1)[0].strip()
+
+
+def _json_or_none(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
+def _json_or_text(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def load_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
