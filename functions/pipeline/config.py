@@ -45,3 +45,8 @@ def target_account_allowlist() -> frozenset[str]:
 
 def default_agent_config_parameter() -> str | None:
     return os.environ.get("DEFAULT_AGENT_CONFIG_PARAMETER") or None
+
+
+def default_instance_profile() -> str | None:
+    """The restored instances' profile from the target-account stack, when a request names none."""
+    return os.environ.get("DEFAULT_INSTANCE_PROFILE") or None

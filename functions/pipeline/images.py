@@ -66,9 +66,7 @@ def create(current: dict) -> dict:
             Name=name,
             Description=f"Cutover image of MGN source server {server_id}",
             NoReboot=bool(state.option(current, "noReboot")),
-            TagSpecifications=[
-                {"ResourceType": "image", "Tags": names.tags(server_id, state.execution(current), names.CUTOVER_IMAGE)}
-            ],
+            TagSpecifications=names.image_tag_specifications(server_id, state.execution(current), names.CUTOVER_IMAGE),
         )["ImageId"]
         logger.info("Image creation started", image_id=image_id, cutover_instance_id=instance_id)
     ledger.record(server_id, state.execution(current), "image", image_id)
@@ -124,9 +122,7 @@ def copy_for_sharing(current: dict) -> dict:
             Encrypted=True,
             KmsKeyId=sharing_key,
             ClientToken=names.client_token(image["ImageId"], sharing_key),
-            TagSpecifications=[
-                {"ResourceType": "image", "Tags": names.tags(server_id, state.execution(current), names.SHARING_COPY)}
-            ],
+            TagSpecifications=names.image_tag_specifications(server_id, state.execution(current), names.SHARING_COPY),
         )["ImageId"]
         logger.info("Copy under the sharing key started", image_id=copy_id, source_image_id=image["ImageId"])
     ledger.record(server_id, state.execution(current), "sharedImage", copy_id)
@@ -193,9 +189,7 @@ def copy_to_target(current: dict) -> dict:
             "Description": f"Restored image of MGN source server {server_id}",
             "Encrypted": True,
             "ClientToken": names.client_token(shared_id, account, target_key or "default"),
-            "TagSpecifications": [
-                {"ResourceType": "image", "Tags": names.tags(server_id, state.execution(current), names.TARGET_COPY)}
-            ],
+            "TagSpecifications": names.image_tag_specifications(server_id, state.execution(current), names.TARGET_COPY),
         }
         if target_key:
             request["KmsKeyId"] = target_key

@@ -44,3 +44,13 @@ def tags(source_server_id: str, execution: str, stage: str, extra: dict[str, str
     values = {MANAGED_TAG: "true", SERVER_TAG: source_server_id, EXECUTION_TAG: execution[:256], STAGE_TAG: stage}
     values.update(extra or {})
     return [{"Key": key, "Value": value} for key, value in values.items()]
+
+
+def image_tag_specifications(source_server_id: str, execution: str, stage: str) -> list[dict]:
+    """Tags for an image and its snapshots, set as they are created.
+
+    The functions' IAM policies let them share and delete only snapshots carrying the managed
+    tag, and allow tagging only at creation, so the snapshots must be tagged here.
+    """
+    values = tags(source_server_id, execution, stage)
+    return [{"ResourceType": "image", "Tags": values}, {"ResourceType": "snapshot", "Tags": values}]

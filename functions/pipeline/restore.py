@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from botocore.exceptions import ClientError
 
-from pipeline import aws, ledger, names, state
+from pipeline import aws, config, ledger, names, state
 from pipeline.errors import RestoredInstanceFailed
 from pipeline.observability import logger
 
@@ -60,8 +60,11 @@ def _run_request(current: dict, image_id: str, token: str) -> dict:
     }
     if placement.get("privateIpAddress"):
         request["PrivateIpAddress"] = placement["privateIpAddress"]
-    if placement.get("instanceProfile"):
-        request["IamInstanceProfile"] = {"Name": placement["instanceProfile"]}
+    # Without a profile the restored instance never registers with SSM and the agent steps
+    # could only time out, so the target stack's profile is the default.
+    profile = placement.get("instanceProfile") or config.default_instance_profile()
+    if profile:
+        request["IamInstanceProfile"] = {"Name": profile}
     return request
 
 

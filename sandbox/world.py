@@ -1,0 +1,574 @@
+"""The rehearsal sandbox's world: a migration account and target accounts on moto, built for a cutover request.
+
+A World is built inside an active moto mock. It installs the AWS rules and the MGN simulator, then
+creates what a request refers to: the MGN source servers in the migration account, and in each target
+account the VPC, subnets and security groups with the ids the request names, the instance profile for
+restored instances, the keys the request names, the role the pipeline assumes, and the CloudWatch agent
+configuration parameter. `inventory()` tells what every account holds, for the rehearsal report and tests.
+
+A spec tunes the world (all keys optional; an unknown key is an error, so a typo cannot pass silently):
+
+    {"polls": {"job": 1, "image": 1, "instance": 0, "ssmRegistration": 1},
+     "defaultServer": {...},
+     "servers": {"s-...": {"diskSizesGiB": [8, 100], "replicationKey": "alias/mgn-replication",
+                           "launchFails": false, "lifeCycle": "READY_FOR_CUTOVER", "hostname": "web-01",
+                           "instanceType": "t3.medium", "launchDisposition": "STARTED", "tags": {...}}}}
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import boto3
+from moto.core.models import MockAWS
+from moto.ec2.models import ec2_backends
+from moto.ec2.models import security_groups as moto_security_groups
+from moto.ec2.models import subnets as moto_subnets
+from moto.iam.models import AWSManagedPolicy, iam_backends
+from moto.kms.models import kms_backends
+from moto.ssm.models import ssm_backends
+
+from sandbox import aws_rules, mgn
+
+MIGRATION_ACCOUNT = mgn.DEFAULT_ACCOUNT
+REGION = mgn.DEFAULT_REGION
+DEFAULT_TARGET_ROLE_NAME = "MgnCutoverTargetRole"
+DEFAULT_INSTANCE_PROFILE = "MgnCutoverRestoredInstance"
+DEFAULT_AGENT_CONFIG_PARAMETER = "AmazonCloudWatch-linux"
+DEFAULT_EXTERNAL_ID = "mgn-cutover-sandbox"
+DEFAULT_PIPELINE_ROLE_ARNS = (f"arn:aws:iam::{MIGRATION_ACCOUNT}:role/MgnCutoverPipelineRole",)
+RESTORED_INSTANCE_POLICIES = ("AmazonSSMManagedInstanceCore", "CloudWatchAgentServerPolicy")
+
+# Environment for the process that opens the mock, set before it starts: moto otherwise copies its catalogue
+# of ~1300 public AMIs into every account it creates (seconds an account); the sandbox never launches from them.
+FAST_MOTO_ENVIRONMENT = {"MOTO_EC2_LOAD_DEFAULT_AMIS": "false"}
+
+# The role the world assumes to build a target account; it does not exist, which moto allows.
+_BUILDER_ROLE = "SandboxWorldBuilder"
+_FIRST_FREE_NETWORK = ipaddress.ip_network("10.0.0.0/16")
+
+AGENT_CONFIG = {
+    "agent": {"metrics_collection_interval": 60, "run_as_user": "cwagent"},
+    "metrics": {
+        "append_dimensions": {"InstanceId": "${aws:InstanceId}"},
+        "metrics_collected": {
+            "mem": {"measurement": ["mem_used_percent"]},
+            "disk": {"measurement": ["used_percent"], "resources": ["/"]},
+        },
+    },
+}
+
+
+class WorldSpecError(ValueError):
+    """A world spec or request the sandbox cannot build a world from."""
+
+
+class NoMockActive(RuntimeError):
+    """A World was built outside moto's mock; it would have created resources in a real account."""
+
+
+# --- the spec --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """How one source server replicates and launches in the world."""
+
+    disks_gib: tuple[int, ...] = (8,)
+    replication_key: str | None = None
+    launch_fails: bool = False
+    life_cycle: str = "READY_FOR_CUTOVER"
+    hostname: str | None = None
+    instance_type: str = "t3.medium"
+    launch_disposition: str = "STARTED"
+    tags: dict[str, str] = field(default_factory=dict)
+
+    _FIELDS = {
+        "diskSizesGiB": "disks_gib",
+        "replicationKey": "replication_key",
+        "launchFails": "launch_fails",
+        "lifeCycle": "life_cycle",
+        "hostname": "hostname",
+        "instanceType": "instance_type",
+        "launchDisposition": "launch_disposition",
+        "tags": "tags",
+    }
+
+    @classmethod
+    def parse(cls, raw: dict, where: str, base: ServerSpec | None = None) -> ServerSpec:
+        values = dict((base or cls()).__dict__)
+        for key, value in _known(raw, cls._FIELDS, where).items():
+            values[cls._FIELDS[key]] = tuple(value) if key == "diskSizesGiB" else value
+        spec = cls(**values)
+        if not spec.disks_gib or not all(isinstance(size, int) and 1 <= size <= 16384 for size in spec.disks_gib):
+            raise WorldSpecError(f"{where}.diskSizesGiB must list 1 to 16384 GiB sizes")
+        return spec
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """The knobs of a world: poll counts and per-server behaviour."""
+
+    job_polls: int = 1
+    image_polls: int = 1
+    instance_polls: int = 0
+    ssm_registration_polls: int = 1
+    default_server: ServerSpec = field(default_factory=ServerSpec)
+    servers: dict[str, ServerSpec] = field(default_factory=dict)
+
+    _POLLS = {"job": "job_polls", "image": "image_polls", "instance": "instance_polls",
+              "ssmRegistration": "ssm_registration_polls"}
+
+    @classmethod
+    def parse(cls, raw: dict | None) -> WorldSpec:
+        raw = _known(raw or {}, {"polls": 0, "defaultServer": 0, "servers": 0}, "spec")
+        polls = {}
+        for key, value in _known(raw.get("polls", {}), cls._POLLS, "spec.polls").items():
+            if not isinstance(value, int) or not 0 <= value <= 1000:
+                raise WorldSpecError(f"spec.polls.{key} must be a whole number from 0 to 1000")
+            polls[cls._POLLS[key]] = value
+        default = ServerSpec.parse(raw.get("defaultServer", {}), "spec.defaultServer")
+        servers = {
+            server_id: ServerSpec.parse(entry, f"spec.servers.{server_id}", default)
+            for server_id, entry in raw.get("servers", {}).items()
+        }
+        return cls(default_server=default, servers=servers, **polls)
+
+    def server(self, source_server_id: str) -> ServerSpec:
+        return self.servers.get(source_server_id, self.default_server)
+
+
+def _known(raw: Any, allowed: dict, where: str) -> dict:
+    if not isinstance(raw, dict):
+        raise WorldSpecError(f"{where} must be an object")
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise WorldSpecError(f"{where} has unknown keys {unknown}; known: {sorted(allowed)}")
+    return raw
+
+
+# --- the world -------------------------------------------------------------------------------------------------
+
+
+class World:
+    """The accounts of one rehearsal; `close()` (or leaving a `with` block) takes the sandbox's patches off moto."""
+
+    def __init__(self, spec: dict | None = None, *, region: str = REGION, migration_account: str = MIGRATION_ACCOUNT):
+        if not MockAWS._mocks_active:
+            raise NoMockActive("build the World inside moto's mock_aws(), never against a real account")
+        self.spec = WorldSpec.parse(spec)
+        self.region = region
+        self.migration_account = migration_account
+        self.target_accounts: list[str] = []
+        self.target_role_name = DEFAULT_TARGET_ROLE_NAME
+        self.external_id = DEFAULT_EXTERNAL_ID
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._credentials: dict[str, dict] = {}
+
+        aws_rules.install()
+        aws_rules.pacing.image_polls = self.spec.image_polls
+        aws_rules.pacing.instance_polls = self.spec.instance_polls
+        aws_rules.pacing.ssm_registration_polls = self.spec.ssm_registration_polls
+        self.mgn = mgn.install(mgn.MgnSimulator(self.spec.job_polls, {migration_account}))
+
+    @classmethod
+    def for_request(cls, request: dict, spec: dict | None = None, target_role_name: str = DEFAULT_TARGET_ROLE_NAME,
+                    pipeline_role_arns: tuple[str, ...] | list[str] = DEFAULT_PIPELINE_ROLE_ARNS,
+                    external_id: str = DEFAULT_EXTERNAL_ID) -> World:
+        """A world holding everything `request` (console input, normalized, or a Cutover Requested event) names."""
+        body = request_body(request)
+        world = cls(spec)
+        world.target_role_name, world.external_id = target_role_name, external_id
+
+        servers = [server for server in body["servers"] if isinstance(server, dict) and server.get("sourceServerId")]
+        for server in servers:
+            world.add_source_server(server["sourceServerId"])
+        _launch_console_jobs(world, servers)
+
+        agent_parameter = (body.get("options") or {}).get("agentConfigParameter") or DEFAULT_AGENT_CONFIG_PARAMETER
+        for account_id, targets in _targets_by_account(servers).items():
+            world.add_target_account(account_id, targets, pipeline_role_arns=pipeline_role_arns,
+                                     agent_config_parameter=agent_parameter)
+        return world
+
+    def __enter__(self) -> World:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop simulating: MGN calls and the AWS rules go back to plain moto."""
+        mgn.uninstall()
+        aws_rules.uninstall()
+
+    # --- building ------------------------------------------------------------------------------------------
+
+    def add_source_server(self, source_server_id: str) -> mgn.SourceServer:
+        """An MGN source server in the migration account, replicating healthily, shaped by the spec."""
+        spec = self.spec.server(source_server_id)
+        key = None
+        if spec.replication_key not in (None, "aws/ebs", aws_rules.AWS_MANAGED_EBS_ALIAS):
+            key = self.ensure_key(self.migration_account, spec.replication_key)
+        launch = mgn.LaunchSettings(instance_type=spec.instance_type, launch_disposition=spec.launch_disposition)
+        return self.mgn.add_source_server(
+            source_server_id,
+            self.migration_account,
+            self.region,
+            hostname=spec.hostname,
+            disks_gib=list(spec.disks_gib),
+            replication_key_arn=key,
+            tags={"Wave": "sandbox", **spec.tags},
+            launch=launch,
+            life_cycle=spec.life_cycle,
+            launch_fails=spec.launch_fails,
+        )
+
+    def add_target_account(self, account_id: str, targets: list[dict] | None = None, *,
+                           pipeline_role_arns: tuple[str, ...] | list[str] = DEFAULT_PIPELINE_ROLE_ARNS,
+                           agent_config_parameter: str = DEFAULT_AGENT_CONFIG_PARAMETER) -> None:
+        """Everything the target stack and the landing zone give a target account, for these placements."""
+        targets = targets or []
+        if account_id not in self.target_accounts:
+            self.target_accounts.append(account_id)
+        # Target accounts have MGN too, with no source servers: a call there sees none.
+        self.mgn.initialized_accounts.add(account_id)
+
+        self._build_network(account_id, targets)
+        profiles = {target.get("instanceProfile") or DEFAULT_INSTANCE_PROFILE for target in targets}
+        for profile in sorted(profiles or {DEFAULT_INSTANCE_PROFILE}):
+            self._build_instance_profile(account_id, profile)
+        for key_id in sorted({target["kmsKeyId"] for target in targets if target.get("kmsKeyId")}):
+            self.ensure_key(account_id, key_id)
+        self._build_target_role(account_id, pipeline_role_arns)
+        self._put_agent_config(account_id, agent_config_parameter)
+
+    def ensure_key(self, account_id: str, key_id: str) -> str:
+        """The ARN of the KMS key `key_id` names (alias, key id or ARN), created with that name if missing."""
+        owner = key_id.split(":")[4] if key_id.startswith("arn:") else account_id
+        existing = aws_rules.resolve_key(key_id, owner, self.region)
+        if existing is not None:
+            return existing.arn
+
+        kms = self.client("kms", owner)
+        name = key_id.split(":", 5)[5] if key_id.startswith("arn:") else key_id
+        created = kms.create_key(Description=f"sandbox key {name}")["KeyMetadata"]
+        if name.startswith("alias/"):
+            kms.create_alias(AliasName=name, TargetKeyId=created["KeyId"])
+            return created["Arn"]
+        # A key named by id: give the new key that id, as the request expects it to exist.
+        return _rekey(owner, self.region, created["KeyId"], name.removeprefix("key/"))
+
+    def _build_network(self, account_id: str, targets: list[dict]) -> None:
+        ec2 = self.client("ec2", account_id)
+        existing = {subnet["SubnetId"]: subnet["VpcId"] for subnet in ec2.describe_subnets()["Subnets"]}
+        planned = plan_subnets(targets)
+        wanted = {subnet: cidr for subnet, cidr in planned.items() if subnet not in existing}
+        if wanted:
+            vpc_id = self._create_vpc(ec2, plan_vpc(list(wanted.values())))
+            for subnet_id, cidr in wanted.items():
+                with _next_id(moto_subnets, "random_subnet_id", subnet_id):
+                    ec2.create_subnet(VpcId=vpc_id, CidrBlock=str(cidr), AvailabilityZone=f"{self.region}a")
+        else:
+            # Every subnet exists already (an earlier call built it): new groups go to its VPC.
+            vpc_id = next((existing[subnet] for subnet in planned), None)
+
+        groups = {group["GroupId"] for group in ec2.describe_security_groups()["SecurityGroups"]}
+        for group_id in dict.fromkeys(g for target in targets for g in target.get("securityGroupIds") or []):
+            if group_id not in groups:
+                with _next_id(moto_security_groups, "random_security_group_id", group_id):
+                    ec2.create_security_group(GroupName=f"sandbox-{group_id}", Description="sandbox",
+                                              **({"VpcId": vpc_id} if vpc_id else {}))
+
+    @staticmethod
+    def _create_vpc(ec2: Any, blocks: list[ipaddress.IPv4Network]) -> str:
+        vpc_id = ec2.create_vpc(CidrBlock=str(blocks[0]))["Vpc"]["VpcId"]
+        for block in blocks[1:]:
+            ec2.associate_vpc_cidr_block(VpcId=vpc_id, CidrBlock=str(block))
+        return vpc_id
+
+    def _build_instance_profile(self, account_id: str, name: str) -> None:
+        iam = self.client("iam", account_id)
+        if any(p["InstanceProfileName"] == name for p in iam.list_instance_profiles()["InstanceProfiles"]):
+            return
+        trust = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+        for policy in RESTORED_INSTANCE_POLICIES:
+            _ensure_aws_managed_policy(account_id, policy)
+            iam.attach_role_policy(RoleName=name, PolicyArn=f"arn:aws:iam::aws:policy/{policy}")
+        iam.create_instance_profile(InstanceProfileName=name)
+        iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+
+    def _build_target_role(self, account_id: str, pipeline_role_arns: tuple[str, ...] | list[str]) -> None:
+        iam = self.client("iam", account_id)
+        if any(role["RoleName"] == self.target_role_name for role in iam.list_roles()["Roles"]):
+            return
+        trust = {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": list(pipeline_role_arns)},
+            "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"sts:ExternalId": self.external_id}},
+        }]}
+        iam.create_role(RoleName=self.target_role_name, AssumeRolePolicyDocument=json.dumps(trust))
+
+    def _put_agent_config(self, account_id: str, name: str) -> None:
+        ssm = self.client("ssm", account_id)
+        ssm.put_parameter(Name=name, Type="String", Value=json.dumps(AGENT_CONFIG), Overwrite=True)
+
+    # --- access --------------------------------------------------------------------------------------------
+
+    def client(self, service: str, account_id: str | None = None) -> Any:
+        """A boto3 client acting in `account_id` (the migration account by default) with full rights."""
+        account_id = account_id or self.migration_account
+        key = (service, account_id)
+        if key not in self._clients:
+            self._clients[key] = _session().client(service, region_name=self.region,
+                                                   **self._credentials_for(account_id))
+        return self._clients[key]
+
+    def _credentials_for(self, account_id: str) -> dict:
+        if account_id == self.migration_account:
+            return {}
+        if account_id not in self._credentials:
+            credentials = self.client("sts").assume_role(
+                RoleArn=f"arn:aws:iam::{account_id}:role/{_BUILDER_ROLE}", RoleSessionName="sandbox-world"
+            )["Credentials"]
+            self._credentials[account_id] = {
+                "aws_access_key_id": credentials["AccessKeyId"],
+                "aws_secret_access_key": credentials["SecretAccessKey"],
+                "aws_session_token": credentials["SessionToken"],
+            }
+        return self._credentials[account_id]
+
+    @property
+    def accounts(self) -> list[str]:
+        return [self.migration_account, *self.target_accounts]
+
+    # --- inventory -----------------------------------------------------------------------------------------
+
+    def inventory(self) -> dict:
+        """What every account holds now, as plain JSON: instances, images, snapshots, grants, SSM commands, MGN."""
+        return {
+            "accounts": {account: self._account_inventory(account) for account in self.accounts},
+            "mgn": {"sourceServers": [_server_inventory(server) for server in self.mgn.servers.values()]},
+        }
+
+    def _account_inventory(self, account_id: str) -> dict:
+        ec2 = _existing(ec2_backends, account_id, self.region)
+        kms = _existing(kms_backends, account_id, self.region)
+        ssm = _existing(ssm_backends, account_id, self.region)
+        return {
+            "instances": [self._instance_inventory(ec2, i) for i in ec2.all_instances()] if ec2 else [],
+            "images": [self._image_inventory(a) for a in ec2.amis.values() if a.owner_id == account_id] if ec2 else [],
+            "snapshots": [self._snapshot_inventory(s) for s in ec2.snapshots.values() if s.owner_id == account_id]
+            if ec2 else [],
+            "kmsGrants": [_grant_inventory(key, grant) for key in kms.keys.values() for grant in key.grants.values()]
+            if kms else [],
+            "ssmCommands": [_command_inventory(command) for command in ssm._commands] if ssm else [],
+        }
+
+    def key_label(self, key_id: str | None) -> str | None:
+        """How the inventory names a key: "aws/ebs" for the AWS managed EBS key, else its ARN; None if unencrypted."""
+        if not key_id:
+            return None
+        return aws_rules.AWS_MANAGED_EBS_LABEL if aws_rules.is_aws_managed(key_id, self.region) else key_id
+
+    def _instance_inventory(self, backend: Any, instance: Any) -> dict:
+        volumes = [backend.volumes.get(mapping.volume_id) for _, mapping in instance.get_block_device_mapping]
+        return {
+            "id": instance.id,
+            "state": instance.state,
+            "subnet": instance.subnet_id,
+            "type": instance.instance_type,
+            "privateIp": instance.private_ip_address,
+            "image": instance.image_id,
+            "volumeKeys": [self.key_label(v.kms_key_id if v.encrypted else None) for v in volumes if v is not None],
+            "tags": aws_rules.tags_of(instance),
+        }
+
+    def _image_inventory(self, ami: Any) -> dict:
+        snapshots = aws_rules.image_snapshots(ami)
+        return {
+            "id": ami.id,
+            "name": ami.name,
+            "state": ami.state,
+            "encrypted": bool(snapshots) and all(s.encrypted for s in snapshots),
+            "keys": sorted({self.key_label(s.kms_key_id) for s in snapshots if s.encrypted}),
+            "launchPermissions": sorted(p["UserId"] for p in ami.launch_permissions if "UserId" in p),
+        }
+
+    def _snapshot_inventory(self, snapshot: Any) -> dict:
+        described = {
+            "id": snapshot.id,
+            "state": snapshot.status,
+            "encrypted": bool(snapshot.encrypted),
+            "key": self.key_label(snapshot.kms_key_id if snapshot.encrypted else None),
+            "createVolumePermissions": sorted(snapshot.create_volume_permission_userids),
+        }
+        if snapshot.from_ami:
+            described["image"] = snapshot.from_ami
+        return described
+
+
+@cache
+def _session() -> boto3.Session:
+    # One session for every world: a new one would load each service model again (tenths of a second a world).
+    # It only ever talks to moto: a World refuses to be built outside the mock.
+    return boto3.Session()
+
+
+def _existing(backends: Any, account_id: str, region: str) -> Any:
+    """A moto backend if the account has used the service there; None rather than creating one."""
+    regions = dict.get(backends, account_id)
+    return dict.get(regions, region) if regions is not None else None
+
+
+def _grant_inventory(key: Any, grant: Any) -> dict:
+    return {"keyId": key.arn, "grantId": grant.id, "grantee": grant.grantee_principal,
+            "operations": list(grant.operations)}
+
+
+def _command_inventory(command: Any) -> dict:
+    return {"commandId": command.command_id, "document": command.document_name,
+            "parameters": command.parameters, "instanceIds": sorted(command.instance_ids), "status": command.status}
+
+
+def _server_inventory(server: mgn.SourceServer) -> dict:
+    described = {"id": server.source_server_id, "lifeCycle": server.life_cycle, "replication": server.replication_state}
+    if server.launched_instance_id:
+        described["launchedInstance"] = server.launched_instance_id
+    return described
+
+
+# --- requests --------------------------------------------------------------------------------------------------
+
+
+def request_body(request: dict) -> dict:
+    """The request inside console input, a normalized request, or a "Cutover Requested" EventBridge event."""
+    if not isinstance(request, dict):
+        raise WorldSpecError("the request must be a JSON object")
+    detail = request.get("detail")
+    if isinstance(detail, dict) and "servers" in detail:
+        return detail
+    if request.get("source") == "aws.mgn":
+        # NOTE: MGN's own launch result event names no target placement (it comes from source server tags
+        # in production); build such a world with add_source_server and add_target_account instead.
+        raise WorldSpecError("an MGN launch result event carries no placement to build a world from")
+    if not isinstance(request.get("servers"), list) or not request["servers"]:
+        raise WorldSpecError("the request names no servers")
+    return request
+
+
+def _targets_by_account(servers: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for server in servers:
+        target = server.get("target")
+        if isinstance(target, dict) and target.get("accountId"):
+            grouped.setdefault(target["accountId"], []).append(target)
+    return grouped
+
+
+def _launch_console_jobs(world: World, servers: list[dict]) -> None:
+    """Servers that name a launchJobId had their cutover launched in the MGN console before the request."""
+    jobs: dict[str, list[str]] = {}
+    for server in servers:
+        if server.get("launchJobId"):
+            jobs.setdefault(server["launchJobId"], []).append(server["sourceServerId"])
+    for job_id, server_ids in jobs.items():
+        world.mgn.start_console_cutover(server_ids, job_id)
+
+
+# --- networks --------------------------------------------------------------------------------------------------
+
+
+def plan_subnets(targets: list[dict]) -> dict[str, ipaddress.IPv4Network]:
+    """A CIDR per requested subnet: the /24 (or wider) around its requested private IPs, else a free /24."""
+    addresses: dict[str, list[ipaddress.IPv4Address]] = {}
+    for target in targets:
+        if not target.get("subnetId"):
+            continue
+        ips = addresses.setdefault(target["subnetId"], [])
+        if target.get("privateIpAddress"):
+            try:
+                ips.append(ipaddress.IPv4Address(target["privateIpAddress"]))
+            except ValueError:
+                continue
+
+    planned: dict[str, ipaddress.IPv4Network] = {}
+    for subnet_id, ips in addresses.items():
+        if ips:
+            network = ipaddress.ip_network(f"{ips[0]}/24", strict=False)
+            while not all(ip in network for ip in ips):
+                network = network.supernet()
+            _refuse_overlap(planned, subnet_id, network)
+            planned[subnet_id] = network
+    free = (n for n in _FIRST_FREE_NETWORK.subnets(new_prefix=24) if not any(n.overlaps(p) for p in planned.values()))
+    for subnet_id, ips in addresses.items():
+        if not ips:
+            planned[subnet_id] = next(free)
+    return planned
+
+
+def _refuse_overlap(planned: dict, subnet_id: str, network: ipaddress.IPv4Network) -> None:
+    for other_id, other in planned.items():
+        if other.overlaps(network):
+            raise WorldSpecError(f"subnets {other_id} and {subnet_id} would both need {network}: their private IPs "
+                                 "are too close to tell them apart")
+
+
+def plan_vpc(subnet_cidrs: list[ipaddress.IPv4Network]) -> list[ipaddress.IPv4Network]:
+    """The VPC's CIDR blocks: the /16 around each group of subnets, primary first (AWS allows 5)."""
+    blocks: list[ipaddress.IPv4Network] = []
+    for cidr in subnet_cidrs:
+        if cidr.prefixlen < 16:
+            raise WorldSpecError(f"{cidr} is wider than the /16 a VPC can hold")
+        block = cidr.supernet(new_prefix=16)
+        if block not in blocks:
+            blocks.append(block)
+    if len(blocks) > 5:
+        raise WorldSpecError("the subnets of one account spread over more than the 5 CIDR blocks a VPC can hold")
+    return blocks
+
+
+@contextmanager
+def _next_id(module: Any, generator: str, wanted: str) -> Iterator[None]:
+    """Make moto's id generator hand out `wanted` once; EC2 in moto has no custom-id mechanism for this resource."""
+    original = getattr(module, generator)
+    setattr(module, generator, lambda: wanted)
+    try:
+        yield
+    finally:
+        setattr(module, generator, original)
+
+
+def _rekey(account_id: str, region: str, created_id: str, wanted_id: str) -> str:
+    kms = kms_backends[account_id][region]
+    key = kms.keys.pop(created_id)
+    key.id = wanted_id
+    key.arn = f"arn:aws:kms:{region}:{account_id}:key/{wanted_id}"
+    kms.keys[wanted_id] = key
+    return key.arn
+
+
+def _ensure_aws_managed_policy(account_id: str, name: str) -> None:
+    """Give the account AWS's managed policy `name`; moto loads AWS managed policies only when asked to."""
+    iam = iam_backends[account_id]["aws"]
+    arn = f"arn:aws:iam::aws:policy/{name}"
+    if arn not in iam.managed_policies:
+        iam.managed_policies[arn] = AWSManagedPolicy.from_data(name, account_id, "us-east-1", _managed_policy(name))
+
+
+@cache
+def _managed_policy(name: str) -> dict:
+    # Decoding moto's whole catalogue of AWS managed policies is slow; decode only the entry wanted.
+    from moto.iam.aws_managed_policies import aws_managed_policies_data as catalogue
+
+    start = catalogue.index("{", catalogue.index(json.dumps(name) + ":"))
+    return json.JSONDecoder().raw_decode(catalogue, start)[0]
