@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     rehearse.add_argument("request", help="a request file, as given to StartExecution (see events/)")
     rehearse.add_argument("--world", help="a world file: servers, disks, keys, failures (see sandbox/worlds/)")
     rehearse.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    rehearse.add_argument("--verbose", "-v", action="store_true", help="show the handlers' structured logs on stderr")
     rehearse.set_defaults(run=_rehearse)
 
     invoke = commands.add_parser("invoke", help="run one function with an event, like sam local invoke")
@@ -57,7 +58,7 @@ def _rehearse(args: argparse.Namespace) -> int:
     world = load_json(args.world) if args.world else None
     started = time.monotonic()
     progress = None if args.json else _progress_printer(started)
-    with Sandbox(request, world, progress=progress) as sandbox:
+    with Sandbox(request, world, progress=progress, log_stream=sys.stderr if args.verbose else None) as sandbox:
         rehearsal = sandbox.rehearse()
     if args.json:
         print(json.dumps(rehearsal.as_json(), indent=2, default=str))

@@ -15,9 +15,10 @@ def step_outcome(event: dict[str, Any]) -> str:
     result = event["result"] or {}
     if not isinstance(result, dict):
         return "ok"
-    if result.get("ready") is False:
-        return f"waiting (check {result.get('attempts', 0)})" if result.get("attempts") else "started"
     shown = next((f"{key}={result[key]}" for key in _SHOWN if result.get(key)), "")
+    if result.get("ready") is False:
+        word = f"waiting (check {result['attempts']})" if result.get("attempts") else "started"
+        return f"{word} {shown}".strip()
     return f"ok {shown}".strip()
 
 

@@ -17,10 +17,11 @@ import threading
 import time
 import traceback
 import uuid
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import boto3
 import botocore.handlers
@@ -78,15 +79,18 @@ class _Invocation:
 class Sandbox:
     """A simulated migration account and target accounts, with the pipeline deployed."""
 
-    def __init__(self, request: dict, world_spec: dict | None = None, progress: Progress | None = None):
+    def __init__(self, request: dict, world_spec: dict | None = None, progress: Progress | None = None,
+                 log_stream: IO[str] | None = None):
         self.request = request
+        # The handlers' structured logs; by default kept off stdout, which belongs to the report.
+        self.log_stream = log_stream
         self.world_spec = world_spec or {}
         self.progress = progress
         self.template = cfn.load()
         self.functions = cfn.functions(self.template)
         self._mock = mock_aws(config=MOTO_CONFIG)
         self._lock = threading.Lock()
-        self._labels = {logical_id: _label(fn) for logical_id, fn in self.functions.items()}
+        self._state_names = _state_names(json.loads(STATE_MACHINE_DEFINITION.read_text()))
         self.world: World | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -96,32 +100,51 @@ class Sandbox:
         self._saved_env = dict(os.environ)
         os.environ.update({"AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_ACCESS_KEY_ID": "sandbox",
                            "AWS_SECRET_ACCESS_KEY": "sandbox", "POWERTOOLS_TRACE_DISABLED": "true"})
+        # What every function has (Globals), set before any handler module is imported: the
+        # Powertools utilities read their service name and namespace when they are created.
+        os.environ.update(self._global_environment())
         os.environ.pop("AWS_PROFILE", None)
-        from sandbox import aws_rules, mgn
-
-        mgn.install()
-        aws_rules.install()
+        # Most steps publish no custom metric, which Powertools warns about on every call.
+        warnings.filterwarnings("ignore", message="No application metrics to publish")
+        self._redirect_logs()
         self._install_dispatcher()
         self._instant_waits = _patch_waits()
         self._instant_waits.__enter__()
         _reset_pipeline_clients()
-        self.world = World.for_request(self.request, self.world_spec, target_role_name=TARGET_ROLE_NAME,
-                                       pipeline_role_arns=[self.role_arn(fn) for fn in self.functions],
-                                       external_id=EXTERNAL_ID)
-        self._deploy_stack()
+        try:
+            self.world = World.for_request(self.request, self.world_spec, target_role_name=TARGET_ROLE_NAME,
+                                           pipeline_role_arns=[self.role_arn(fn) for fn in self.functions],
+                                           external_id=EXTERNAL_ID)
+            self._deploy_stack()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, *exc_info) -> None:
-        from sandbox import aws_rules, mgn
-
+        if self.world is not None:
+            self.world.close()
         self._instant_waits.__exit__(*exc_info)
         self._uninstall_dispatcher()
-        aws_rules.uninstall()
-        mgn.uninstall()
         _reset_pipeline_clients()
         os.environ.clear()
         os.environ.update(self._saved_env)
+        if self._devnull:
+            from pipeline import observability
+
+            observability.logger.registered_handler.setStream(sys.stdout)
+            self._devnull.close()
         self._mock.stop()
+
+    def _redirect_logs(self) -> None:
+        from pipeline import observability
+
+        self._devnull = None if self.log_stream else open(os.devnull, "w")  # noqa: SIM115 - closed in __exit__
+        observability.logger.registered_handler.setStream(self.log_stream or self._devnull)
+
+    def _global_environment(self) -> dict[str, str]:
+        variables = self.template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+        return {name: str(value) for name, value in variables.items() if isinstance(value, (str, int))}
 
     # -- the stand-in stack ------------------------------------------------------------------
 
@@ -288,7 +311,7 @@ class Sandbox:
                 outcome = {"error": True, "exception": err, "payload": {
                     "errorType": type(err).__name__, "errorMessage": str(err),
                     "stackTrace": traceback.format_tb(err.__traceback__)}}
-        self._report(logical_id, event, outcome)
+            self._report(logical_id, event, outcome)
         return outcome
 
     def _report(self, logical_id: str, event: Any, outcome: dict) -> None:
@@ -296,11 +319,17 @@ class Sandbox:
             return
         state = event.get("state", event) if isinstance(event, dict) else {}
         server = state.get("server", {}).get("sourceServerId") if isinstance(state, dict) else None
-        step = self._labels[logical_id]
-        if isinstance(event, dict) and (event.get("slot") or event.get("command")):
-            step = f"{step} ({event.get('slot') or event.get('command')})"
-        self.progress({"server": server, "step": step, "error": outcome["payload"] if outcome["error"] else None,
+        self.progress({"server": server, "step": self.state_name(logical_id, event),
+                       "error": outcome["payload"] if outcome["error"] else None,
                        "result": None if outcome["error"] else outcome["value"]})
+
+    def state_name(self, logical_id: str, event: Any) -> str:
+        """The ASL state that invoked `logical_id` with `event` (told apart by constant parameters)."""
+        candidates = self._state_names.get(logical_id, [])
+        for constants, name in candidates:
+            if isinstance(event, dict) and all(event.get(key) == value for key, value in constants.items()):
+                return name
+        return candidates[0][1] if candidates else logical_id
 
 
 class _Context:
@@ -367,9 +396,26 @@ def _reset_pipeline_clients() -> None:
     aws.reset()
 
 
-def _label(function: cfn.Function) -> str:
-    module = importlib.import_module(function.handler.rsplit(".", 1)[0])
-    return (module.__doc__ or function.logical_id).split(":", 1)[0].strip()
+def _state_names(definition: dict) -> dict[str, list[tuple[dict, str]]]:
+    """For each function, the Task states that invoke it and the constant parameters of each."""
+    found: dict[str, list[tuple[dict, str]]] = {}
+    for name, state in _all_states(definition):
+        resource = state.get("Resource", "")
+        if state.get("Type") != "Task" or not resource.startswith("${"):
+            continue
+        logical_id = resource[2:-1].removesuffix("Arn")
+        constants = {key: value for key, value in (state.get("Parameters") or {}).items() if not key.endswith(".$")}
+        found.setdefault(logical_id, []).append((constants, name))
+    # The most specific match first: a state with constants before one without.
+    return {key: sorted(value, key=lambda item: -len(item[0])) for key, value in found.items()}
+
+
+def _all_states(graph: dict) -> Iterator[tuple[str, dict]]:
+    for name, state in graph.get("States", {}).items():
+        yield name, state
+        for nested in [state.get("ItemProcessor"), state.get("Iterator"), *state.get("Branches", [])]:
+            if nested:
+                yield from _all_states(nested)
 
 
 def _json_or_none(text: str | None) -> Any:
