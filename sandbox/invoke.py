@@ -54,6 +54,9 @@ def _request_for(event: Any, state: dict | None) -> Any:
     if isinstance(event, dict) and isinstance(event.get("results"), list):
         return {"servers": [{"sourceServerId": result["sourceServerId"],
                              "target": {"accountId": result["targetAccountId"]}} for result in event["results"]]}
+    if isinstance(event, dict) and "input" in event and "execution" in event:
+        # The Normalize Request step's event: the raw request (or EventBridge event) as started.
+        return _request_for(event["input"], None)
     if isinstance(event, dict) and "detail" in event and isinstance(event["detail"], dict):
         return event["detail"] if "servers" in event["detail"] else event
     return event

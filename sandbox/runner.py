@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -106,6 +107,8 @@ class Sandbox:
         os.environ.pop("AWS_PROFILE", None)
         # Most steps publish no custom metric, which Powertools warns about on every call.
         warnings.filterwarnings("ignore", message="No application metrics to publish")
+        # moto's interpreter logs every failed state at ERROR; the report already says what failed.
+        logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
         self._redirect_logs()
         self._install_dispatcher()
         self._instant_waits = _patch_waits()
