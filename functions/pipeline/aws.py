@@ -11,6 +11,7 @@ import functools
 import time
 
 import boto3
+import botocore.session
 from botocore.config import Config
 
 from pipeline import config
@@ -67,18 +68,24 @@ def _target_session(account_id: str, session_name: str) -> boto3.Session:
         ExternalId=config.target_role_external_id(),
         DurationSeconds=_SESSION_SECONDS,
     )["Credentials"]
-    session = boto3.Session(
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-        region_name=region(),
-    )
+    core = botocore.session.Session()
+    # A new session would read every service model from disk again; the models are the same
+    # for every account, so all sessions share the loader (and its cache) of the first one.
+    core.register_component("data_loader", _shared_loader())
+    core.set_credentials(credentials["AccessKeyId"], credentials["SecretAccessKey"], credentials["SessionToken"])
+    session = boto3.Session(botocore_session=core, region_name=region())
     _target_sessions[account_id] = (time.monotonic(), session)
     return session
+
+
+@functools.cache
+def _shared_loader():
+    return boto3.Session()._session.get_component("data_loader")
 
 
 def reset() -> None:
     client.cache_clear()
     partition.cache_clear()
+    _shared_loader.cache_clear()
     _target_sessions.clear()
     _target_clients.clear()
