@@ -61,8 +61,8 @@ pacing = Pacing()
 
 
 def reset_pacing() -> None:
-    global pacing
-    pacing = Pacing()
+    """Back to the defaults; the object stays the same, so a module that imported it sees the change."""
+    pacing.__dict__.update(Pacing().__dict__)
 
 
 # --- patch machinery -------------------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ class Rule:
     """One AWS behaviour; `replacements()` lists the moto attributes it replaces."""
 
     def replacements(self) -> Iterable[tuple[Any, str, Callable[[Any], Any]]]:
-        """Triples (class or module, attribute, factory): the factory takes moto's attribute, returns its replacement."""
+        """Triples (class or module, attribute, factory); the factory turns moto's attribute into its replacement."""
         raise NotImplementedError
 
 
@@ -148,15 +148,11 @@ def find_image(backend: Any, image_id: str) -> Ami | None:
 
 
 def _image_exists_anywhere(image_id: str, region: str) -> bool:
-    return any(image_id in dict.get(regions, region, _NO_BACKEND).amis for regions in list(ec2_backends.values()))
-
-
-class _NoBackend:
-    amis: dict = {}
-    snapshots: dict = {}
-
-
-_NO_BACKEND = _NoBackend()
+    for regions in list(ec2_backends.values()):
+        backend = dict.get(regions, region)
+        if backend is not None and image_id in backend.amis:
+            return True
+    return False
 
 
 def _restorable_by(snapshot: Snapshot, account_id: str) -> bool:
@@ -225,7 +221,11 @@ def key_arn(key_id: str | None, account_id: str, region: str) -> str | None:
 
 
 def key_usable(key_id: str | None, account_id: str, region: str) -> bool:
-    """Whether `account_id` may use the key for EBS: its own enabled key, or one shared by policy or grant."""
+    """Whether `account_id` may use the key for EBS: its own enabled key, or one shared by policy or grant.
+
+    NOTE: EC2 consults this; KMS calls an account makes on another account's key ARN (DescribeKey,
+    CreateGrant) still act on the caller's own keys in moto.
+    """
     if not key_id:
         return True
     key = resolve_key(key_id, account_id, region)
@@ -266,14 +266,19 @@ def _policy_allows(key: Key, account_id: str) -> bool:
     for statement in statements if isinstance(statements, list) else [statements]:
         if statement.get("Effect") != "Allow":
             continue
-        principals = _as_list((statement.get("Principal") or {}).get("AWS", []) if statement.get("Principal") != "*"
-                              else "*")
+        principals = _aws_principals(statement.get("Principal"))
         actions = _as_list(statement.get("Action", []))
         if any(_principal_in(p, account_id) for p in principals) and any(
             fnmatch.fnmatchcase("kms:Decrypt", action) or action == "*" for action in actions
         ):
             return True
     return False
+
+
+def _aws_principals(principal: Any) -> list:
+    if principal == "*":
+        return ["*"]
+    return _as_list(principal.get("AWS", [])) if isinstance(principal, dict) else []
 
 
 def _as_list(value: Any) -> list:
@@ -492,6 +497,8 @@ class CreateImageSnapshotsEveryVolume(Rule):
     snapshots from a "snapshot" TagSpecification (moto raises NotImplementedError there), and refuses a
     name the account already uses (InvalidAMIName.Duplicate). moto invents a single unencrypted 15 GiB
     snapshot instead. A volume created from a snapshot without a key keeps the snapshot's key.
+    NOTE: NoReboot is not modelled (the instance never reboots), and CreateVolume from another account's
+    shared snapshot is not supported (only RunInstances from a shared image is).
     """
 
     def replacements(self):
@@ -521,9 +528,8 @@ def _create_image(original: Callable) -> Callable:
             )
             snapshot.kms_key_id = volume.kms_key_id if volume.encrypted else None
             snapshot.add_tags(snapshot_tags)
-            disks.append(
-                ImageDisk(device_name, snapshot.id, volume.size, volume.volume_type, bool(mapping.delete_on_termination))
-            )
+            deleted_with_instance = bool(mapping.delete_on_termination)
+            disks.append(ImageDisk(device_name, snapshot.id, volume.size, volume.volume_type, deleted_with_instance))
         _give_disks(ami, disks, instance.root_device_name)
         _start_pending(ami)
         return ami
@@ -579,6 +585,7 @@ def _copy_image_request(self: AmisResponse) -> ActionResult:
     return ActionResult({"ImageId": image.id})
 
 
+# NOTE: a pending source image is copied (and launched) as if available; AWS would refuse or wait.
 def _copy_image(self, source_image_id: str, source_region: str | None, name: str | None = None,
                 description: str | None = None, encrypted: bool = False, kms_key_id: str | None = None,
                 client_token: str | None = None, image_tags: dict | None = None, snapshot_tags: dict | None = None,
@@ -677,21 +684,29 @@ class LaunchFromImageDisks(Rule):
     """
 
     def replacements(self):
-        yield InstanceResponse, "_parse_block_device_mapping", _parse_mappings_keeping_unset
+        yield InstanceResponse, "_parse_block_device_mapping", lambda original: _parse_mappings_keeping_unset
         yield InstanceBackend, "run_instances", _run_instances
 
 
-def _parse_mappings_keeping_unset(original: Callable) -> Callable:
-    def parse(self) -> list[dict[str, Any]]:
-        parsed = original(self)
-        # moto fills unset flags with False; an image's own DeleteOnTermination must survive an override.
-        for mapping, raw in zip(parsed, self._get_param("BlockDeviceMappings", [])):
-            for flag in ("DeleteOnTermination", "Encrypted"):
-                if flag not in raw.get("Ebs", {}):
-                    mapping["Ebs"][flag] = None
-        return parsed
+_EBS_FIELDS = ("SnapshotId", "VolumeSize", "DeleteOnTermination", "VolumeType", "Iops", "Encrypted", "KmsKeyId")
 
-    return parse
+
+def _parse_mappings_keeping_unset(self: InstanceResponse) -> list[dict[str, Any]]:
+    """The request's mappings with unset fields left None: an override of an image's device may name only a key.
+
+    moto fills unset flags with False and demands a size or snapshot in every mapping.
+    """
+    parsed = []
+    for raw in self._get_param("BlockDeviceMappings", []):
+        ebs = raw.get("Ebs")
+        parsed.append({
+            "DeviceName": raw.get("DeviceName"),
+            "VirtualName": raw.get("VirtualName"),
+            # An instance store mapping (VirtualName, no Ebs) makes no EBS volume.
+            "NoDevice": "" if ebs is None and raw.get("VirtualName") else raw.get("NoDevice"),
+            "Ebs": {name: (ebs or {}).get(name) for name in _EBS_FIELDS},
+        })
+    return parsed
 
 
 def _run_instances(original: Callable) -> Callable:
@@ -727,9 +742,16 @@ def _merged_mappings(backend: Any, image: Ami, requested: list[dict]) -> tuple[l
     for device_name, override in overrides.items():
         if override.get("NoDevice") == "":
             continue
-        merged.append(_volume_request(backend, device_name, override["Ebs"], None, None))
-        sources[device_name] = override["Ebs"].get("SnapshotId")
+        snapshot_id = override["Ebs"].get("SnapshotId")
+        snapshot = _snapshot_visible_to(backend, snapshot_id) if snapshot_id else None
+        merged.append(_volume_request(backend, device_name, override["Ebs"], snapshot, None))
+        sources[device_name] = snapshot_id
     return merged, sources
+
+
+def _snapshot_visible_to(backend: Any, snapshot_id: str) -> Snapshot | None:
+    own = backend.snapshots.get(snapshot_id)
+    return own if own is not None else next((s for s in _shared_snapshots(backend) if s.id == snapshot_id), None)
 
 
 def _volume_request(backend: Any, device_name: str, ebs: dict, snapshot: Snapshot | None,
@@ -745,18 +767,27 @@ def _volume_request(backend: Any, device_name: str, ebs: dict, snapshot: Snapsho
     else:
         key = None
     delete = ebs.get("DeleteOnTermination")
+    if delete is None:
+        delete = disk.delete_on_termination if disk else True
     return {
         "DeviceName": device_name,
         "Ebs": {
-            "VolumeSize": int(ebs.get("VolumeSize") or (disk.size if disk else 8)),
+            "VolumeSize": int(ebs.get("VolumeSize") or (disk.size if disk else _size_of(snapshot))),
             "VolumeType": ebs.get("VolumeType") or (disk.volume_type if disk else None),
-            "DeleteOnTermination": bool(delete if delete is not None else (disk.delete_on_termination if disk else True)),
+            "DeleteOnTermination": bool(delete),
             "Encrypted": key is not None,
             "KmsKeyId": key,
             # Left out so moto's volume code does not look the snapshot up in the launching account.
             "SnapshotId": None,
         },
     }
+
+
+def _size_of(snapshot: Snapshot | None) -> int:
+    if snapshot is None:
+        # NOTE: AWS refuses a new device with neither size nor snapshot; the sandbox gives it moto's 8 GiB.
+        return 8
+    return snapshot.volume_size
 
 
 def _settle_new_instance(backend: Any, instance: Instance, image: Ami | None, sources: dict[str, str | None]) -> None:
@@ -797,14 +828,20 @@ class InstancesStartPending(Rule):
         yield InstanceResponse, "describe_instance_status", _observing_instances
 
 
+def _observe_instance(instance: Instance) -> None:
+    if not hasattr(instance, "sandbox_polls_left"):
+        return
+    instance.sandbox_polls_left -= 1
+    if instance.sandbox_polls_left < 0:
+        instance._state = InstanceState("running", 16)
+
+
 def _observing_instances(original: Callable) -> Callable:
     def describe(self) -> ActionResult:
         ids = self._get_param("InstanceIds", [])
         for instance in self.ec2_backend.all_instances():
-            if (not ids or instance.id in ids) and instance.state == "pending" and hasattr(instance, "sandbox_polls_left"):
-                instance.sandbox_polls_left -= 1
-                if instance.sandbox_polls_left < 0:
-                    instance._state = InstanceState("running", 16)
+            if (not ids or instance.id in ids) and instance.state == "pending":
+                _observe_instance(instance)
         return original(self)
 
     return describe
@@ -850,9 +887,8 @@ def _refusing_to_share_aws_managed_images(original: Callable) -> Callable:
         ami = self.describe_images(ami_ids=[ami_id])[0]
         sharing = any("UserId" in permission for permission in launch_permissions_to_add)
         if sharing and any(is_aws_managed(s.kms_key_id, self.region_name) for s in image_snapshots(ami)):
-            raise EC2ClientError(
-                "InvalidParameter", "Snapshots encrypted with the AWS Managed CMK can't be shared. Specify another snapshot."
-            )
+            raise EC2ClientError("InvalidParameter", "Snapshots encrypted with the AWS Managed CMK can't be shared. "
+                                 "Specify another snapshot.")
         return original(self, ami_id, launch_permissions_to_add, launch_permissions_to_remove)
 
     return modify
@@ -903,6 +939,7 @@ class ManagedInstancesRegister(Rule):
     `pacing.ssm_registration_polls` calls, and ConnectionLost once stopped. SendCommand to an instance
     that is not an online managed instance fails with InvalidInstanceId, as in AWS; moto also adds every
     instance of the account to a command sent without Targets, which AWS does not.
+    NOTE: commands still finish Success at once (moto), whatever the document; no document is checked to exist.
     """
 
     def replacements(self):
@@ -998,14 +1035,18 @@ def managed_instance_online(account_id: str, region: str, instance_id: str) -> b
     return instance is not None and instance.state == "running" and hasattr(instance, "sandbox_ssm_registered")
 
 
+class InvalidInstanceId(ServiceException):
+    """SSM's refusal of a command for an instance that is not an online managed instance."""
+
+    code = "InvalidInstanceId"
+
+
 def _send_command_to_managed_only(original: Callable) -> Callable:
     def send_command(self, *args: Any, **kwargs: Any) -> Command:
         instance_ids = kwargs.get("instance_ids") or []
         strays = [i for i in instance_ids if not managed_instance_online(self.account_id, self.region_name, i)]
         if strays:
-            raise ServiceException(
-                "InvalidInstanceId", f"Instances [{strays}] not in a valid state for account {self.account_id}"
-            )
+            raise InvalidInstanceId(f"Instances [{strays}] not in a valid state for account {self.account_id}")
         return original(self, *args, **kwargs)
 
     return send_command
@@ -1082,7 +1123,7 @@ class KeyPairsOnlyWhenUsed(Rule):
     """
 
     def replacements(self):
-        yield moto_kms_models, "generate_private_key", lambda original: lambda key_spec: _LazyKeyPair(original, key_spec)
+        yield moto_kms_models, "generate_private_key", lambda original: lambda spec: _LazyKeyPair(original, spec)
 
 
 class _LazyKeyPair:

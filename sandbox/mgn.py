@@ -10,6 +10,9 @@ CUTTING_OVER and creates a PENDING job; the job reports STARTED for `job_polls` 
 then COMPLETED, and at that moment the cutover instance is launched in moto's EC2 of the server's
 account, one volume per replicated disk, encrypted under the server's replication key. FinalizeCutover
 and ChangeServerLifeCycleState follow the lifecycle rules of the MGN API reference.
+
+NOTE: MGN's EventBridge events (launch results, lifecycle changes) are not emitted, replication servers and
+staging disks do not exist in EC2, and error messages are worded like AWS's, not copied from it.
 """
 
 from __future__ import annotations
@@ -70,9 +73,8 @@ def invalid(message: str, reason: str = "other", fields: list[dict] | None = Non
 
 def uninitialized(account_id: str) -> MgnError:
     # NOTE: the wording is the sandbox's own; AWS documents the error code, not its message.
-    return MgnError(
-        "UninitializedAccountException", 400, f"Application Migration Service is not initialized in account {account_id}"
-    )
+    message = f"Application Migration Service is not initialized in account {account_id}"
+    return MgnError("UninitializedAccountException", 400, message)
 
 
 def _now() -> str:
@@ -268,8 +270,10 @@ class MgnSimulator:
         return server
 
     def op_describe_jobs(self, account_id: str, params: dict) -> dict:
+        # NOTE: only DescribeJobs moves a job on (not DescribeSourceServers), and fromDate/toDate are ignored.
         wanted = (params.get("filters") or {}).get("jobIDs") or []
-        jobs = [job for job in self.jobs.values() if job.account_id == account_id and (not wanted or job.job_id in wanted)]
+        jobs = [job for job in self.jobs.values()
+                if job.account_id == account_id and (not wanted or job.job_id in wanted)]
         for job in jobs:
             self._advance(job)
         return _page([self._describe_job(job) for job in jobs], params)

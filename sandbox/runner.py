@@ -31,7 +31,7 @@ from moto import mock_aws
 from moto.core.botocore_stubber import MockRawResponse
 
 from sandbox import template as cfn
-from sandbox.world import MIGRATION_ACCOUNT, World
+from sandbox.world import FAST_MOTO_ENVIRONMENT, MIGRATION_ACCOUNT, World
 
 REGION = "us-east-1"
 STACK = "mgn-cutover"
@@ -97,8 +97,10 @@ class Sandbox:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> Sandbox:
-        self._mock.start()
         self._saved_env = dict(os.environ)
+        # Read by moto when the mock starts: no public AMI catalogue in every simulated account.
+        os.environ.update(FAST_MOTO_ENVIRONMENT)
+        self._mock.start()
         os.environ.update({"AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_ACCESS_KEY_ID": "sandbox",
                            "AWS_SECRET_ACCESS_KEY": "sandbox", "POWERTOOLS_TRACE_DISABLED": "true"})
         # What every function has (Globals), set before any handler module is imported: the
