@@ -132,6 +132,7 @@ class Sandbox:
         self._instant_waits.__exit__(*exc_info)
         self._uninstall_dispatcher()
         _reset_pipeline_clients()
+        self._mock.stop()
         os.environ.clear()
         os.environ.update(self._saved_env)
         if self._devnull:
@@ -139,7 +140,6 @@ class Sandbox:
 
             observability.logger.registered_handler.setStream(sys.stdout)
             self._devnull.close()
-        self._mock.stop()
 
     def _redirect_logs(self) -> None:
         from pipeline import observability
