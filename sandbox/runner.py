@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -117,7 +118,8 @@ class Sandbox:
         self._instant_waits.__enter__()
         _reset_pipeline_clients()
         try:
-            self.world = World.for_request(self.request, self.world_spec, target_role_name=TARGET_ROLE_NAME,
+            self.world = World.for_request(world_request(self.request, self.world_spec),
+                                           self.world_spec, target_role_name=TARGET_ROLE_NAME,
                                            pipeline_role_arns=[self.role_arn(fn) for fn in self.functions],
                                            external_id=EXTERNAL_ID)
             self._deploy_stack()
@@ -337,6 +339,26 @@ class Sandbox:
         return candidates[0][1] if candidates else logical_id
 
 
+def world_request(request: Any, world_spec: dict) -> Any:
+    """The request whose world an execution input needs.
+
+    MGN's launch result event names only the source server: its placement is in the server's
+    tags, which the world file gives, and its cutover job was launched before the event.
+    """
+    if not (isinstance(request, dict) and request.get("source") == "aws.mgn"):
+        return request
+    from pipeline import entry
+
+    server_id = str((request.get("resources") or [""])[0]).rsplit("/", 1)[-1]
+    tags = world_spec.get("servers", {}).get(server_id, {}).get("tags", {})
+    try:
+        placement = entry.placement_from_tags(server_id, {"tags": tags})
+    except Exception as err:
+        raise SandboxError(f"the world file must give source server {server_id} its placement tags: {err}") from None
+    job_id = (request.get("detail") or {}).get("job-id")
+    return {"servers": [{"sourceServerId": server_id, "target": placement, "launchJobId": job_id}]}
+
+
 class _Context:
     """The parts of the Lambda context object that Powertools reads."""
 
@@ -426,8 +448,13 @@ def _state_names(definition: dict) -> dict[str, list[tuple[dict, str]]]:
         logical_id = resource[2:-1].removesuffix("Arn")
         constants = {key: value for key, value in (state.get("Parameters") or {}).items() if not key.endswith(".$")}
         found.setdefault(logical_id, []).append((constants, name))
-    # The most specific match first: a state with constants before one without.
-    return {key: sorted(value, key=lambda item: -len(item[0])) for key, value in found.items()}
+    # The most specific match first: a state with constants before one without, and among
+    # equals the state named after the function ("Release Server" for ReleaseServerFunction).
+    def rank(logical_id: str, item: tuple[dict, str]) -> tuple[int, bool]:
+        words = re.sub(r"(?<!^)(?=[A-Z])", " ", logical_id.removesuffix("Function"))
+        return -len(item[0]), item[1] != words
+
+    return {key: sorted(value, key=lambda item, key_=key: rank(key_, item)) for key, value in found.items()}
 
 
 def _all_states(graph: dict) -> Iterator[tuple[str, dict]]:
