@@ -6,7 +6,9 @@ import json
 import re
 
 from pipeline import aws, config, ledger, state
-from pipeline.observability import logger
+from aws_lambda_powertools.metrics import MetricUnit
+
+from pipeline.observability import logger, metrics
 
 CUT_OVER = "CUT_OVER"
 CUT_OVER_WITH_FOLLOW_UP = "CUT_OVER_WITH_FOLLOW_UP"
@@ -21,6 +23,9 @@ def release(current: dict) -> dict:
     if report["outcome"] != REFUSED:
         ledger.release(state.source_server_id(current), state.execution(current), report["outcome"])
     logger.info("Server released", outcome=report["outcome"])
+    # One count per server and outcome: the dashboard's and the alarms' view of a wave.
+    metrics.add_dimension(name="Outcome", value=report["outcome"])
+    metrics.add_metric(name="Servers", unit=MetricUnit.Count, value=1)
     return report
 
 
@@ -47,7 +52,8 @@ def _outcome(current: dict) -> str:
         # The server was never claimed (another execution holds it): nothing was done to it.
         return REFUSED
     if state.finalized(current):
-        return CUT_OVER_WITH_FOLLOW_UP if error or current.get("cleanup", {}).get("failures") else CUT_OVER
+        follow_up = error or current.get("cleanupError") or current.get("cleanup", {}).get("failures")
+        return CUT_OVER_WITH_FOLLOW_UP if follow_up else CUT_OVER
     if current.get("rollback", {}).get("complete") is False or current.get("rollbackError"):
         return ROLLBACK_INCOMPLETE
     return ROLLED_BACK
