@@ -6,4 +6,5 @@ from pipeline.observability import step
 
 @step
 def handler(event: dict, context) -> dict:
-    return {"claimed": True, "artifacts": ledger.claim(event["server"]["sourceServerId"], event["execution"], event["wave"])}
+    artifacts = ledger.claim(event["server"]["sourceServerId"], event["execution"], event["wave"])
+    return {"claimed": True, "artifacts": artifacts}

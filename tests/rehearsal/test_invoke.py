@@ -14,7 +14,8 @@ from tests.rehearsal.helpers import EVENTS, ROOT
 
 FUNCTIONS = template.functions(template.load())
 # events/functions/<handler module>.json feeds the function whose Handler is that module.
-EVENT_OF = {logical_id: EVENTS / "functions" / f"{fn.handler.split('.')[1]}.json" for logical_id, fn in FUNCTIONS.items()}
+EVENT_OF = {logical_id: EVENTS / "functions" / f"{fn.handler.split('.')[1]}.json"
+            for logical_id, fn in FUNCTIONS.items()}
 
 
 def test_every_function_has_an_event_file_and_every_event_file_a_function():

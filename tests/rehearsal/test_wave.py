@@ -46,7 +46,8 @@ def assert_cut_over(request: dict, rehearsal) -> None:
                 assert all(key.startswith(f"arn:aws:kms:us-east-1:{account}:key/") for key in instance["volumeKeys"])
             else:
                 assert instance["volumeKeys"] == ["aws/ebs"] * len(instance["volumeKeys"])
-            commands = [c for c in inventory["accounts"][account]["ssmCommands"] if instance["id"] in c["instanceIds"]]
+            commands = [c for c in inventory["accounts"][account]["ssmCommands"]
+                    if instance["id"] in c["instanceIds"]]
             assert sorted(c["document"] for c in commands) == ["AWS-ConfigureAWSPackage", "AmazonCloudWatch-ManageAgent"]
             assert all(c["status"] == "Success" for c in commands)
 
@@ -117,37 +118,31 @@ def test_rehearse_json_prints_status_output_and_inventory(tmp_path):
     assert set(printed["inventory"]["accounts"]) == {MIGRATION_ACCOUNT, "222222222222", "333333333333"}
 
 
-def test_an_invalid_request_fails_in_the_first_state_and_changes_nothing():
-    # GIVEN a request whose second server has a malformed subnet id
+@pytest.mark.parametrize(
+    "field,value,error,named",
+    [
+        # A malformed subnet id: the request is refused, naming the field.
+        (("servers", 1, "target", "subnetId"), "subnet-XYZ", "RequestInvalid", "servers[1].target.subnetId"),
+        # An account outside the allowlist: refused before anything could be shared with it.
+        (("servers", 0, "target", "accountId"), "444444444444", "TargetNotAllowed", "444444444444"),
+    ],
+)
+def test_a_refused_request_fails_in_the_first_state_and_changes_nothing(field, value, error, named):
+    # GIVEN a world built for the console wave, and the same request with one field spoilt
     request = load_event("console-wave.json")
-    broken = json.loads(json.dumps(request))
-    broken["servers"][1]["target"]["subnetId"] = "subnet-XYZ"
+    spoilt = json.loads(json.dumps(request))
+    parent = spoilt
+    for key in field[:-1]:
+        parent = parent[key]
+    parent[field[-1]] = value
 
-    # WHEN it is rehearsed in a world built for the valid request
+    # WHEN the spoilt request is rehearsed
     with Sandbox(request) as sandbox:
         before = sandbox.world.inventory()
-        rehearsal = sandbox.rehearse(broken)
+        rehearsal = sandbox.rehearse(spoilt)
 
-    # THEN the execution fails naming the field, and no account changed
+    # THEN the execution fails with the named error, and no account changed
     assert rehearsal.status == "FAILED"
-    assert rehearsal.error == "RequestInvalid"
-    assert "servers[1].target.subnetId" in json.dumps(rehearsal.cause)
-    assert rehearsal.inventory == before
-
-
-def test_a_target_account_outside_the_allowlist_gets_nothing():
-    # GIVEN a world whose allowlist is the console wave's two accounts, and a request for a third
-    request = load_event("console-wave.json")
-    stray = json.loads(json.dumps(request))
-    stray["servers"][0]["target"]["accountId"] = "444444444444"
-
-    # WHEN it is rehearsed
-    with Sandbox(request) as sandbox:
-        before = sandbox.world.inventory()
-        rehearsal = sandbox.rehearse(stray)
-
-    # THEN it stops at validation, naming the account; nothing is shared or changed
-    assert rehearsal.status == "FAILED"
-    assert rehearsal.error == "TargetNotAllowed"
-    assert "444444444444" in json.dumps(rehearsal.cause)
+    assert rehearsal.error == error
+    assert named in json.dumps(rehearsal.cause)
     assert rehearsal.inventory == before
