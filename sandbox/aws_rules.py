@@ -12,10 +12,14 @@ it is reset with them when the mock ends. How many polls a resource takes to fin
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import json
+import math
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from moto.core.exceptions import AccessDeniedError, ServiceException
@@ -28,15 +32,18 @@ from moto.ec2.models.elastic_block_store import EBSBackend, Snapshot
 from moto.ec2.models.instances import Instance, InstanceBackend, InstanceState, StateReason
 from moto.ec2.responses.amis import AmisResponse
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+from moto.ec2.responses import instances as moto_instance_responses
 from moto.ec2.responses.instances import InstanceResponse
 from moto.ec2.utils import generic_filter, random_ami_id, random_snapshot_id
 from moto.iam.models import iam_backends
 from moto.kms import models as moto_kms_models
 from moto.kms.models import Key, KmsBackend, kms_backends
 from moto.ssm.exceptions import InvalidFilterKey
+from moto.ssm.exceptions import SSMException as RESTError
 from moto.ssm.models import Command, SimpleSystemManagerBackend
 from moto.ssm.responses import SimpleSystemManagerResponse
-from moto.sts.models import STSBackend
+from moto.sts.models import sts_backends
+from moto.sts.responses import TokenResponse
 
 SSM_CORE_POLICY_ARN = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 AWS_MANAGED_EBS_ALIAS = "alias/aws/ebs"
@@ -55,6 +62,21 @@ class Pacing:
     instance_polls: int = 0
     # DescribeInstanceInformation calls before a qualifying instance shows up as a managed instance.
     ssm_registration_polls: int = 1
+    # GiB an image, a copy or a cutover launch gets through per poll, on top of the polls above; 0: size
+    # does not matter. A world's speed: a slow world with large disks makes every poll loop go round.
+    gib_per_poll: int = 0
+    # DescribeInstanceStatus calls a running instance reports its status checks as initializing.
+    status_check_polls: int = 0
+    # GetCommandInvocation calls answering InvocationDoesNotExist right after SendCommand, then InProgress.
+    command_start_polls: int = 0
+    command_polls: int = 0
+    # Document name -> what the agent writes to standard error: commands of that document end Failed.
+    command_failures: dict[str, str] = field(default_factory=dict)
+
+
+def size_polls(gib: int) -> int:
+    """Extra polls a resource of `gib` GiB takes at the world's speed."""
+    return math.ceil(gib / pacing.gib_per_poll) if pacing.gib_per_poll else 0
 
 
 pacing = Pacing()
@@ -220,11 +242,24 @@ def key_arn(key_id: str | None, account_id: str, region: str) -> str | None:
     return key.arn if key is not None else key_id
 
 
-def key_usable(key_id: str | None, account_id: str, region: str) -> bool:
-    """Whether `account_id` may use the key for EBS: its own enabled key, or one shared by policy or grant.
+# What EBS asks KMS for on a key, on behalf of the account that copies or launches: reading data under the key
+# (a source snapshot), or writing data under it (a copy's or a volume's new data key). Each entry is a choice.
+EBS_KEY_USE = {
+    "read": (("DescribeKey",), ("Decrypt", "ReEncryptFrom"), ("CreateGrant",)),
+    "write": (("DescribeKey",), ("GenerateDataKeyWithoutPlaintext", "GenerateDataKey"), ("Decrypt",),
+              ("CreateGrant",)),
+}
 
+
+def key_usable(key_id: str | None, account_id: str, region: str, use: str = "read") -> bool:
+    """Whether EBS may use the key for `account_id`: its own enabled key, or another account's enabled customer
+    managed key whose key policy or grants allow every KMS action EBS needs (DescribeKey, Decrypt or ReEncrypt*,
+    GenerateDataKey* to write, CreateGrant), under the conditions EBS's calls meet.
+
+    A disabled key, a key pending deletion, a revoked grant or a policy statement taken away remove the access.
     NOTE: EC2 consults this; KMS calls an account makes on another account's key ARN (DescribeKey,
-    CreateGrant) still act on the caller's own keys in moto.
+    CreateGrant) still act on the caller's own keys in moto. The other account's IAM policy, which AWS
+    also requires for access through the key policy, is not evaluated here.
     """
     if not key_id:
         return True
@@ -235,7 +270,10 @@ def key_usable(key_id: str | None, account_id: str, region: str) -> bool:
         return True
     if key.key_manager == "AWS":
         return False
-    return _granted(key, account_id) or _policy_allows(key, account_id)
+    allowed = _granted_operations(key, account_id) | _policy_operations(key, account_id, region)
+    if _policy_denies(key, account_id, region):
+        return False
+    return all(any(operation in allowed for operation in choice) for choice in EBS_KEY_USE[use])
 
 
 def is_aws_managed(key_id: str | None, region: str) -> bool:
@@ -249,29 +287,83 @@ def _principal_in(principal: str, account_id: str) -> bool:
     return principal in ("*", account_id) or f":{account_id}:" in principal
 
 
-def _granted(key: Key, account_id: str) -> bool:
-    return any(
-        _principal_in(grant.grantee_principal, account_id) and "Decrypt" in grant.operations
-        for grant in key.grants.values()
-    )
+_KMS_OPERATIONS = ("DescribeKey", "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GenerateDataKey",
+                   "GenerateDataKeyWithoutPlaintext", "CreateGrant")
 
 
-def _policy_allows(key: Key, account_id: str) -> bool:
-    # NOTE: conditions are ignored and only the key policy is read; AWS also needs an IAM policy in the
-    # other account naming the key, which the sandbox does not evaluate.
+def _granted_operations(key: Key, account_id: str) -> set[str]:
+    """Operations the key's grants give principals of `account_id` (a revoked or retired grant is gone)."""
+    return {
+        operation
+        for grant in list(key.grants.values())
+        if _principal_in(grant.grantee_principal, account_id)
+        for operation in grant.operations
+    }
+
+
+def _ebs_request_context(account_id: str, region: str) -> dict[str, Any]:
+    """The condition keys of a KMS request EBS makes for the account (for a grant to itself)."""
+    return {"kms:viaservice": f"ec2.{region}.amazonaws.com", "kms:grantisforawsresource": "true",
+            "kms:calleraccount": account_id, "aws:principalaccount": account_id}
+
+
+def _key_statements(key: Key, account_id: str, region: str, effect: str) -> Iterator[dict]:
     try:
-        statements = json.loads(key.policy).get("Statement", [])
-    except (TypeError, ValueError):
-        return False
-    for statement in statements if isinstance(statements, list) else [statements]:
-        if statement.get("Effect") != "Allow":
+        statements = _as_list(json.loads(key.policy).get("Statement", []))
+    except (TypeError, ValueError, AttributeError):
+        return
+    context = _ebs_request_context(account_id, region)
+    for statement in statements:
+        if statement.get("Effect") != effect:
             continue
-        principals = _aws_principals(statement.get("Principal"))
-        actions = _as_list(statement.get("Action", []))
-        if any(_principal_in(p, account_id) for p in principals) and any(
-            fnmatch.fnmatchcase("kms:Decrypt", action) or action == "*" for action in actions
-        ):
-            return True
+        if not any(_principal_in(p, account_id) for p in _aws_principals(statement.get("Principal"))):
+            continue
+        if conditions_hold(statement.get("Condition", {}), context):
+            yield statement
+
+
+def _policy_operations(key: Key, account_id: str, region: str) -> set[str]:
+    allowed: set[str] = set()
+    for statement in _key_statements(key, account_id, region, "Allow"):
+        allowed |= _matching_operations(statement)
+    return allowed
+
+
+def _policy_denies(key: Key, account_id: str, region: str) -> bool:
+    return any(_matching_operations(s) & {"Decrypt", "ReEncryptFrom", "CreateGrant"}
+               for s in _key_statements(key, account_id, region, "Deny"))
+
+
+def _matching_operations(statement: dict) -> set[str]:
+    actions = [a.lower() for a in _as_list(statement.get("Action", []))]
+    return {op for op in _KMS_OPERATIONS if any(a == "*" or fnmatch.fnmatchcase(f"kms:{op}".lower(), a)
+                                                 for a in actions)}
+
+
+def conditions_hold(condition: dict, context: dict[str, Any]) -> bool:
+    """Whether an IAM policy Condition block holds for a request with these (lower-case) condition keys.
+
+    Every operator must hold; a key the request does not carry fails it, as in IAM (no ...IfExists forms).
+    NOTE: only the operators the pipeline's policies and their variations use are known: String(Not)Equals,
+    StringLike, ArnLike, ArnEquals, Bool; another operator fails the condition.
+    """
+    for operator, tests in (condition or {}).items():
+        for name, expected in tests.items():
+            value = context.get(name.lower())
+            if value is None or not _operator_holds(operator, str(value), [str(e) for e in _as_list(expected)]):
+                return False
+    return True
+
+
+def _operator_holds(operator: str, value: str, expected: list[str]) -> bool:
+    if operator in ("StringEquals", "ArnEquals"):
+        return value in expected
+    if operator == "StringNotEquals":
+        return value not in expected
+    if operator in ("StringLike", "ArnLike"):
+        return any(fnmatch.fnmatchcase(value, pattern) for pattern in expected)
+    if operator == "Bool":
+        return value.lower() in [e.lower() for e in expected]
     return False
 
 
@@ -357,9 +449,10 @@ def _require_unique_name(backend: Any, name: str | None) -> None:
 
 
 def _start_pending(ami: Ami, failure: tuple[str, str] | None = None) -> None:
-    ami.sandbox_polls_left = pacing.image_polls
+    polls = pacing.image_polls + size_polls(sum(disk.size for disk in image_disks(ami)))
+    ami.sandbox_polls_left = polls
     ami.sandbox_failure = failure
-    if pacing.image_polls > 0:
+    if polls > 0:
         ami.state = "pending"
         for snapshot in image_snapshots(ami):
             snapshot.status = "pending"
@@ -664,7 +757,7 @@ def _copy_snapshot_for(backend: Any, ami: Ami, source: Ami, disk: ImageDisk, enc
 def _copy_key_problem(backend: Any, source_snapshot: Snapshot, key: str | None) -> tuple[str, str] | None:
     me, region = backend.account_id, backend.region_name
     readable = not source_snapshot.encrypted or key_usable(source_snapshot.kms_key_id, me, region)
-    if readable and key_usable(key, me, region):
+    if readable and key_usable(key, me, region, use="write"):
         return None
     # NOTE: AWS does not document the state reason of a copy failed on its key; this carries the
     # message users report for it.
@@ -799,7 +892,7 @@ def _settle_new_instance(backend: Any, instance: Instance, image: Ami | None, so
         volume = backend.volumes[mapping.volume_id]
         if device_name in sources:
             volume.snapshot_id = sources[device_name]
-        keys_ok = keys_ok and key_usable(volume.kms_key_id, backend.account_id, backend.region_name)
+        keys_ok = keys_ok and key_usable(volume.kms_key_id, backend.account_id, backend.region_name, use="write")
     for source_key in _source_keys(image):
         keys_ok = keys_ok and key_usable(source_key, backend.account_id, backend.region_name)
     if not keys_ok:
@@ -809,6 +902,8 @@ def _settle_new_instance(backend: Any, instance: Instance, image: Ami | None, so
     elif pacing.instance_polls > 0:
         instance._state = InstanceState("pending", 0)
         instance.sandbox_polls_left = pacing.instance_polls
+    else:
+        instance.sandbox_checks_left = pacing.status_check_polls
 
 
 def _source_keys(image: Ami | None) -> list[str]:
@@ -818,14 +913,18 @@ def _source_keys(image: Ami | None) -> list[str]:
 
 
 class InstancesStartPending(Rule):
-    """A launched instance is pending for a few DescribeInstances/DescribeInstanceStatus calls, then running.
+    """A launched instance is pending for a few DescribeInstances/DescribeInstanceStatus calls, then running,
+    and its status checks report initializing for a few DescribeInstanceStatus calls more, then ok.
 
-    Off unless `pacing.instance_polls` is above 0; moto starts instances running at once.
+    Off unless `pacing.instance_polls` (or `status_check_polls`) is above 0; moto starts instances running
+    with both checks ok at once.
     """
 
     def replacements(self):
         yield InstanceResponse, "describe_instances", _observing_instances
-        yield InstanceResponse, "describe_instance_status", _observing_instances
+        yield InstanceResponse, "describe_instance_status", _observing_instance_statuses
+        yield Instance, "instance_status", lambda original: property(_checks_while_initializing(original))
+        yield Instance, "system_status", lambda original: property(_checks_while_initializing(original))
 
 
 def _observe_instance(instance: Instance) -> None:
@@ -833,7 +932,9 @@ def _observe_instance(instance: Instance) -> None:
         return
     instance.sandbox_polls_left -= 1
     if instance.sandbox_polls_left < 0:
+        del instance.sandbox_polls_left
         instance._state = InstanceState("running", 16)
+        instance.sandbox_checks_left = instance.sandbox_checks_shown = pacing.status_check_polls
 
 
 def _observing_instances(original: Callable) -> Callable:
@@ -845,6 +946,32 @@ def _observing_instances(original: Callable) -> Callable:
         return original(self)
 
     return describe
+
+
+def _observing_instance_statuses(original: Callable) -> Callable:
+    def describe(self) -> ActionResult:
+        ids = self._get_param("InstanceIds", [])
+        for instance in self.ec2_backend.all_instances():
+            if (ids and instance.id not in ids) or instance.state != "running":
+                continue
+            # Checked before counting down, so the call that sees the instance start still says initializing.
+            instance.sandbox_checks_shown = getattr(instance, "sandbox_checks_left", 0)
+            instance.sandbox_checks_left = max(0, instance.sandbox_checks_shown - 1)
+        for instance in self.ec2_backend.all_instances():
+            if (not ids or instance.id in ids) and instance.state == "pending":
+                _observe_instance(instance)
+        return original(self)
+
+    return describe
+
+
+def _checks_while_initializing(original: property) -> Callable:
+    def status(self: Instance) -> dict[str, Any]:
+        if self.state_code == 16 and getattr(self, "sandbox_checks_shown", 0) > 0:
+            return {"Details": [{"Name": "reachability", "Status": "initializing"}], "Status": "initializing"}
+        return original.fget(self)
+
+    return status
 
 
 class AwsManagedKeysStayHome(Rule):
@@ -939,7 +1066,7 @@ class ManagedInstancesRegister(Rule):
     `pacing.ssm_registration_polls` calls, and ConnectionLost once stopped. SendCommand to an instance
     that is not an online managed instance fails with InvalidInstanceId, as in AWS; moto also adds every
     instance of the account to a command sent without Targets, which AWS does not.
-    NOTE: commands still finish Success at once (moto), whatever the document; no document is checked to exist.
+    Documents, parameters and how long a command takes are SsmCommandsLikeRunCommand's.
     """
 
     def replacements(self):
@@ -1059,31 +1186,255 @@ def _targets_only_when_given(original: Callable) -> Callable:
     return from_targets
 
 
-class AssumeRoleChecksExternalId(Rule):
-    """AssumeRole into an existing role is refused (AccessDenied) unless its trust policy's sts:ExternalId matches.
+class Ec2ChecksItsArguments(Rule):
+    """CreateImage and CopyImage check the AMI name; RunInstances checks the network placement and the profile.
 
-    moto lets anyone assume any role. NOTE: only the external id condition is checked, not the trusted
-    principal (the sandbox's callers all share one set of credentials), and a role that does not exist
-    can still be assumed, which moto's account switching relies on.
+    Like AWS: an AMI name is 3 to 128 characters of letters, digits, spaces and ( ) [ ] . / - ' @ _
+    (InvalidAMIName.Malformed). RunInstances refuses a subnet that does not exist (InvalidSubnetID.NotFound,
+    moto's own), security groups of another VPC than the subnet's (InvalidParameter), a private IP outside
+    the subnet's range (InvalidParameterValue) or already in use (InvalidIPAddress.InUse), and an instance
+    profile that does not exist (InvalidParameterValue; moto answers IAM's NoSuchEntity, or raises a bare
+    exception for the addresses).
     """
 
     def replacements(self):
-        yield STSBackend, "assume_role", _checking_external_id
+        yield AmiBackend, "create_image", _checking_image_name(1)
+        yield AmiBackend, "copy_image", _checking_image_name(2)
+        yield InstanceBackend, "run_instances", _checking_placement
+        yield moto_instance_responses, "filter_iam_instance_profiles", _profile_known_to_ec2
 
 
-def _checking_external_id(original: Callable) -> Callable:
-    def assume_role(self, region_name: str, role_session_name: str, role_arn: str, policy: str, duration: int,
-                    external_id: str) -> Any:
+_AMI_NAME = re.compile(r"[A-Za-z0-9 ()\[\]./\-'@_]{3,128}")
+
+
+def check_image_name(name: str | None) -> None:
+    if name is not None and not _AMI_NAME.fullmatch(name):
+        raise EC2ClientError(
+            "InvalidAMIName.Malformed",
+            "AMI names must be between 3 and 128 characters long, and may contain letters, numbers, spaces, "
+            "'(', ')', '[', ']', '.', '/', '-', apostrophes, '@' and '_'",
+        )
+
+
+def _checking_image_name(position: int) -> Callable[[Callable], Callable]:
+    def factory(original: Callable) -> Callable:
+        def call(self, *args: Any, **kwargs: Any) -> Any:
+            name = kwargs.get("name", args[position] if len(args) > position else None)
+            check_image_name(name)
+            return original(self, *args, **kwargs)
+
+        return call
+
+    return factory
+
+
+def _checking_placement(original: Callable) -> Callable:
+    def run_instances(self, image_id: str, count: int, user_data: Any, security_group_names: list, **kwargs: Any):
+        subnet_id = kwargs.get("subnet_id")
+        subnet = self.get_subnet(subnet_id) if subnet_id else None
+        if subnet is not None:
+            _check_groups_in_vpc(self, subnet, kwargs.get("security_group_ids") or [])
+            if kwargs.get("private_ip"):
+                _check_private_ip(self, subnet, kwargs["private_ip"])
+        return original(self, image_id, count, user_data, security_group_names, **kwargs)
+
+    return run_instances
+
+
+def _check_groups_in_vpc(backend: Any, subnet: Any, group_ids: list[str]) -> None:
+    for group_id in group_ids:
+        group = backend.get_security_group_from_id(group_id)
+        if group is not None and group.vpc_id != subnet.vpc_id:
+            raise EC2ClientError("InvalidParameter",
+                                 f"Security group {group_id} and subnet {subnet.id} belong to different networks.")
+
+
+def _check_private_ip(backend: Any, subnet: Any, address: str) -> None:
+    if ipaddress.ip_address(address) not in ipaddress.ip_network(subnet.cidr_block):
+        raise EC2ClientError("InvalidParameterValue",
+                             f"Address {address} does not fall within the subnet's address range")
+    in_use = any(instance.private_ip == address and instance.subnet_id == subnet.id and instance.state != "terminated"
+                 for instance in backend.all_instances())
+    if in_use:
+        raise EC2ClientError("InvalidIPAddress.InUse", f"Address {address} is in use.")
+
+
+def _profile_known_to_ec2(original: Callable) -> Callable:
+    def find(account_id: str, partition: str, iam_instance_profile_arn: str | None = None,
+             iam_instance_profile_name: str | None = None) -> Any:
+        profiles = list(iam_backends[account_id][partition].instance_profiles.values())
+        if any(p.name == iam_instance_profile_name or p.arn == iam_instance_profile_arn for p in profiles):
+            return original(account_id, partition=partition, iam_instance_profile_arn=iam_instance_profile_arn,
+                            iam_instance_profile_name=iam_instance_profile_name)
+        parameter, value = (("iamInstanceProfile.name", iam_instance_profile_name) if iam_instance_profile_name
+                            else ("iamInstanceProfile.arn", iam_instance_profile_arn))
+        kind = "name" if iam_instance_profile_name else "ARN"
+        raise EC2ClientError("InvalidParameterValue", f"Value ({value}) for parameter {parameter} is invalid. "
+                             f"Invalid IAM Instance Profile {kind}")
+
+    return find
+
+
+class SsmCommandsLikeRunCommand(Rule):
+    """SendCommand checks the document and its parameters; a command takes time, and can fail.
+
+    Like AWS: a document that neither AWS nor the account owns is InvalidDocument; a parameter the document
+    does not define, or a required one left out, is InvalidParameters. GetCommandInvocation answers
+    InvocationDoesNotExist for the first `pacing.command_start_polls` calls after SendCommand, then
+    InProgress for `pacing.command_polls` calls, then Success, or Failed with the agent's error output for a
+    document the world makes fail. moto accepts any document and finishes every command Success at once.
+    NOTE: only the AWS-owned documents the pipeline sends (and the two shell ones) are known, with the
+    parameters their documentation lists.
+    """
+
+    def replacements(self):
+        yield SimpleSystemManagerBackend, "send_command", _checking_documents
+        yield Command, "get_invocation", _invocation_over_time
+
+
+# Parameters of the AWS-owned documents: name -> whether it is required.
+AWS_DOCUMENTS = {
+    "AWS-ConfigureAWSPackage": {"action": True, "installationType": False, "name": True, "version": False,
+                                "additionalArguments": False},
+    "AmazonCloudWatch-ManageAgent": {"action": True, "mode": False, "optionalConfigurationSource": False,
+                                     "optionalConfigurationLocation": False, "optionalRestart": False,
+                                     "optionalOpenTelemetryCollectorConfigurationSource": False,
+                                     "optionalOpenTelemetryCollectorConfigurationLocation": False},
+    "AWS-RunShellScript": {"commands": True, "workingDirectory": False, "executionTimeout": False},
+    "AWS-RunPowerShellScript": {"commands": True, "workingDirectory": False, "executionTimeout": False},
+}
+
+
+class InvalidDocument(ServiceException):
+    """SSM's refusal of a command for a document that does not exist."""
+
+    code = "InvalidDocument"
+
+
+class InvalidParameters(ServiceException):
+    """SSM's refusal of a command whose parameters do not fit its document."""
+
+    code = "InvalidParameters"
+
+
+def _checking_documents(original: Callable) -> Callable:
+    def send_command(self, *args: Any, **kwargs: Any) -> Command:
+        name = kwargs.get("document_name")
+        parameters = kwargs.get("parameters") or {}
+        defined = AWS_DOCUMENTS.get(name)
+        if defined is None and name in self._documents:
+            version = self._documents[name].get_default_version()
+            defined = {p["name"]: "default" not in p for p in (version.parameter_list or [])}
+        if defined is None:
+            raise InvalidDocument(f"Document {name} does not exist in account {self.account_id}")
+        unknown = sorted(set(parameters) - set(defined))
+        missing = sorted(p for p, required in defined.items() if required and not parameters.get(p))
+        if unknown or missing:
+            raise InvalidParameters("You must specify values for all required parameters in the Systems Manager "
+                                    "document. You can only supply values to parameters defined in the Systems "
+                                    f"Manager document. (not defined: {unknown}; missing: {missing})")
+        command = original(self, *args, **kwargs)
+        command.sandbox_timing = (pacing.command_start_polls, pacing.command_polls, pacing.command_failures.get(name))
+        return command
+
+    return send_command
+
+
+def _invocation_over_time(original: Callable) -> Callable:
+    def get_invocation(self: Command, instance_id: str, plugin_name: str | None) -> dict[str, Any]:
+        start_polls, running_polls, failure = getattr(self, "sandbox_timing", (0, 0, None))
+        reads = self.__dict__.setdefault("sandbox_reads", {})
+        reads[instance_id] = seen = reads.get(instance_id, 0) + 1
+        if seen <= start_polls:
+            raise RESTError("InvocationDoesNotExist", "An error occurred (InvocationDoesNotExist) when calling the "
+                            "GetCommandInvocation operation")
+        invocation = original(self, instance_id, plugin_name)
+        if seen <= start_polls + running_polls:
+            return {**invocation, "Status": "InProgress", "StatusDetails": "InProgress"}
+        if failure is not None and invocation.get("Status") == "Success":
+            invocation.update(Status="Failed", StatusDetails="Failed", ResponseCode=1, StandardErrorContent=failure)
+            self.status = self.status_details = "Failed"
+        return invocation
+
+    return get_invocation
+
+
+class AssumeRoleFollowsTrustPolicy(Rule):
+    """AssumeRole into an existing role is refused (403 AccessDenied) unless the role's trust policy admits the
+    caller: an Allow statement for sts:AssumeRole whose Principal names the caller (its ARN, or its account's
+    root or id, which admits every principal of that account) and whose Condition holds for the request
+    (sts:ExternalId, aws:PrincipalArn, aws:PrincipalAccount).
+
+    The caller is the principal set with `acting_as` (the sandbox runs every Lambda function as its role), else
+    the one moto ties to the request's access key. moto lets anyone assume any role.
+    NOTE: a role that does not exist can still be assumed, which moto's account switching relies on; Deny
+    statements and the caller's own IAM policy are left to the IAM evaluation, not checked here.
+    """
+
+    def replacements(self):
+        yield TokenResponse, "assume_role", _checking_trust
+
+
+_acting = threading.local()
+# Who a request made with plain (not assumed) migration-account credentials comes from; a World sets it.
+_default_principal: list[str | None] = [None]
+
+
+def set_default_principal(principal_arn: str | None) -> None:
+    _default_principal[0] = principal_arn
+
+
+@contextmanager
+def acting_as(principal_arn: str | None) -> Iterator[None]:
+    """Calls made in this block (on this thread) come from `principal_arn`, an IAM role or user ARN."""
+    previous = getattr(_acting, "principal", None)
+    _acting.principal = principal_arn
+    try:
+        yield
+    finally:
+        _acting.principal = previous
+
+
+def calling_principal(response: Any) -> tuple[str, str]:
+    """(IAM ARN, ARN as AWS names the caller in errors) of the principal making the request."""
+    acting = getattr(_acting, "principal", None)
+    if acting:
+        return acting, _session_arn(acting)
+    account = response.current_account
+    _, arn, _ = sts_backends[account]["global"].get_caller_identity(response.get_access_key(), response.region)
+    if arn.endswith(":user/moto") and _default_principal[0]:
+        # moto's stand-in identity for credentials it did not issue: in a world, the pipeline's own.
+        return _default_principal[0], _session_arn(_default_principal[0])
+    match = re.match(r"arn:([^:]+):sts::(\d{12}):assumed-role/([^/]+)/", arn)
+    if match:
+        role = _existing_role(f"arn:{match[1]}:iam::{match[2]}:role/{match[3]}")
+        return (role.arn if role is not None else f"arn:{match[1]}:iam::{match[2]}:role/{match[3]}"), arn
+    return arn.replace(":sts::", ":iam::", 1), arn
+
+
+def _session_arn(principal_arn: str) -> str:
+    parts = principal_arn.split(":")
+    if len(parts) == 6 and parts[5].startswith("role/"):
+        name = parts[5].rsplit("/", 1)[-1]
+        return f"arn:{parts[1]}:sts::{parts[4]}:assumed-role/{name}/{name}"
+    return principal_arn
+
+
+def _checking_trust(original: Callable) -> Callable:
+    def assume_role(self: TokenResponse) -> ActionResult:
+        role_arn = self._get_param("RoleArn")
         role = _existing_role(role_arn)
-        if role is not None and not _trust_admits(role.assume_role_policy_document, external_id):
-            raise AccessDeniedError("the caller", f"sts:AssumeRole on resource: {role_arn}")
-        return original(self, region_name, role_session_name, role_arn, policy, duration, external_id)
+        if role is not None:
+            principal, shown = calling_principal(self)
+            if not trust_admits(role.assume_role_policy_document, principal, self._get_param("ExternalId")):
+                raise AccessDeniedError(shown, f"sts:AssumeRole on resource: {role_arn}")
+        return original(self)
 
     return assume_role
 
 
 def _existing_role(role_arn: str) -> Any:
-    parts = role_arn.split(":")
+    parts = (role_arn or "").split(":")
     if len(parts) < 6 or not parts[5].startswith("role/"):
         return None
     account_id, name = parts[4], parts[5].rsplit("/", 1)[-1]
@@ -1093,27 +1444,31 @@ def _existing_role(role_arn: str) -> Any:
     return next((role for role in list(iam["aws"].roles.values()) if role.name == name), None)
 
 
-def _trust_admits(document: str, external_id: str | None) -> bool:
+def trust_admits(document: str, principal_arn: str, external_id: str | None) -> bool:
+    """Whether a role trust policy lets `principal_arn` assume the role with this external id."""
     try:
         statements = _as_list(json.loads(document).get("Statement", []))
     except (TypeError, ValueError):
-        return True
+        return False
+    account = principal_arn.split(":")[4] if principal_arn.count(":") >= 5 else ""
+    context = {"aws:principalarn": principal_arn, "aws:principalaccount": account}
+    if external_id is not None:
+        context["sts:externalid"] = external_id
     for statement in statements:
         actions = _as_list(statement.get("Action", []))
         if statement.get("Effect") != "Allow" or not any(fnmatch.fnmatchcase("sts:AssumeRole", a) for a in actions):
             continue
-        expected = _external_id_condition(statement.get("Condition", {}))
-        if expected is None or external_id in expected:
+        if _trusts(statement.get("Principal"), principal_arn, account) and conditions_hold(
+                statement.get("Condition", {}), context):
             return True
     return False
 
 
-def _external_id_condition(condition: dict) -> list[str] | None:
-    for operator in ("StringEquals", "StringLike"):
-        value = condition.get(operator, {}).get("sts:ExternalId")
-        if value is not None:
-            return _as_list(value)
-    return None
+def _trusts(principal: Any, principal_arn: str, account: str) -> bool:
+    for trusted in _aws_principals(principal):
+        if trusted in ("*", account, principal_arn) or trusted == f"arn:aws:iam::{account}:root":
+            return True
+    return False
 
 
 class KeyPairsOnlyWhenUsed(Rule):
@@ -1146,6 +1501,8 @@ RULES: list[Rule] = [
     AwsManagedKeysStayHome(),
     DeregisterImageCanDeleteSnapshots(),
     ManagedInstancesRegister(),
-    AssumeRoleChecksExternalId(),
+    Ec2ChecksItsArguments(),
+    SsmCommandsLikeRunCommand(),
+    AssumeRoleFollowsTrustPolicy(),
     KeyPairsOnlyWhenUsed(),
 ]

@@ -5,6 +5,7 @@
     python -m sandbox invoke CreateImageFunction --event events/functions/create_image.json
     python -m sandbox rehearse REQUEST --fault ec2:CreateImage:throttle:1-5 --fault CreateImageFunction:crash-after
     python -m sandbox fault-matrix REQUEST [--world FILE] [--kinds throttle,5xx,crash-after] [--operations ...]
+    python -m sandbox iam-report [--json]
 
 `rehearse` runs the real state machine on a simulated migration account and its target
 accounts and ends with a report; `invoke` is the Docker-free stand-in for
@@ -60,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     matrix.add_argument("request", help="a request file")
     matrix.add_argument("--world", help="a world file")
     matrix.add_argument("--kinds", default=",".join(MATRIX_KINDS), help="fault kinds, comma-separated")
-    matrix.add_argument("--operations", help="SERVICE:Operation list, comma-separated (default: all the pipeline calls)")
+    matrix.add_argument("--operations",
+                        help="SERVICE:Operation list, comma-separated (default: every one the pipeline calls)")
     matrix.add_argument("--jobs", type=int, default=2, help="rehearsals run at once, each in its own process")
     matrix.add_argument("--json", action="store_true", help="print the matrix as JSON")
     matrix.set_defaults(run=_fault_matrix)
@@ -72,7 +74,31 @@ def _parser() -> argparse.ArgumentParser:
     invoke.set_defaults(run=_invoke)
     diagram = commands.add_parser("diagram", help="redraw docs/state-machine.md from the state machine definition")
     diagram.set_defaults(run=_diagram)
+    iam_report = commands.add_parser("iam-report", help="rehearse the IAM scenarios: calls refused, permissions unused")
+    iam_report.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
+    iam_report.set_defaults(run=_iam_report)
     return parser
+
+
+def _iam_report(args: argparse.Namespace) -> int:
+    import contextlib
+    import io
+
+    from sandbox import iam
+
+    # The handlers' metrics are printed (as Lambda's embedded metric format); stdout is the report's.
+    with contextlib.redirect_stdout(io.StringIO()):
+        found = iam.rehearse_scenarios()
+    explained = iam.explanations()
+    unexplained = found.unexplained(explained)
+    if args.json:
+        print(json.dumps({"scenarios": found.outcomes, "denied": [d.describe() for d in found.denied],
+                          "unused": {role: [f"{sid} {action}" for sid, action in pairs]
+                                     for role, pairs in found.unused().items()},
+                          "unexplained": [" ".join(entry) for entry in unexplained]}, indent=2))
+    else:
+        print(found.render(explained))
+    return EXIT_FAILED if found.denied or unexplained else EXIT_SUCCEEDED
 
 
 def _diagram(_args: argparse.Namespace) -> int:
@@ -130,7 +156,8 @@ def _fault_matrix(args: argparse.Namespace) -> int:
         raise SandboxError(f"unknown fault kinds {unknown}; kinds are {', '.join(KINDS)}")
     operations = [op.strip() for op in args.operations.split(",")] if args.operations else None
     try:
-        matrix = run_matrix(request, world, kinds, operations, jobs=args.jobs)
+        matrix = run_matrix(request, world, kinds, operations, jobs=args.jobs,
+                            progress=lambda line: print(line, file=sys.stderr, flush=True))
     except FaultSpecError as err:
         raise SandboxError(str(err)) from None
     print(json.dumps(matrix, indent=2) if args.json else render_matrix(matrix))

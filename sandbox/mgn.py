@@ -6,9 +6,10 @@ in REST-JSON before moto's catch-all stubber would answer 404. The caller's acco
 request's access key, the way moto maps the keys of assumed roles to accounts.
 
 The simulator holds source servers and jobs. StartCutover moves a server from READY_FOR_CUTOVER to
-CUTTING_OVER and creates a PENDING job; the job reports STARTED for `job_polls` DescribeJobs calls,
-then COMPLETED, and at that moment the cutover instance is launched in moto's EC2 of the server's
-account, one volume per replicated disk, encrypted under the server's replication key. FinalizeCutover
+CUTTING_OVER and creates a PENDING job; the job reports STARTED for `job_polls` DescribeJobs calls (one
+more per `gib_per_poll` GiB of its servers' disks, when the world sets a speed), then COMPLETED, and at
+that moment the cutover instance is launched in moto's EC2 of the server's account, one volume per
+replicated disk, encrypted under the server's replication key. FinalizeCutover
 and ChangeServerLifeCycleState follow the lifecycle rules of the MGN API reference.
 
 NOTE: MGN's EventBridge events (launch results, lifecycle changes) are not emitted, replication servers and
@@ -170,8 +171,10 @@ class MgnSimulator:
     """The MGN state of one sandbox world: source servers, jobs, and the accounts MGN is initialized in."""
 
     def __init__(self, job_polls: int = 1, initialized_accounts: set[str] | None = None,
-                 launcher: Launcher | None = None):
+                 launcher: Launcher | None = None, gib_per_poll: int = 0):
         self.job_polls = job_polls
+        # The world's speed: a launch takes one DescribeJobs call more per this many GiB of its servers' disks.
+        self.gib_per_poll = gib_per_poll
         self.initialized_accounts = set(initialized_accounts or {DEFAULT_ACCOUNT})
         self.servers: dict[str, SourceServer] = {}
         self.jobs: dict[str, Job] = {}
@@ -241,8 +244,10 @@ class MgnSimulator:
             return job
 
     def _start_job(self, servers: list[SourceServer], tags: dict[str, str], job_id: str | None = None) -> Job:
+        gib = sum(sum(server.disks_gib) for server in servers)
+        polls = self.job_polls + (-(-gib // self.gib_per_poll) if self.gib_per_poll else 0)
         job = Job(job_id or _random_id("mgnjob-"), servers[0].account_id, servers[0].region,
-                  [Participant(server.source_server_id) for server in servers], tags, self.job_polls)
+                  [Participant(server.source_server_id) for server in servers], tags, polls)
         job.record("JOB_START")
         for server in servers:
             server.life_cycle = "CUTTING_OVER"

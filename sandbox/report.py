@@ -25,6 +25,9 @@ def step_outcome(event: dict[str, Any]) -> str:
 def render(rehearsal, seconds: float) -> str:
     lines = ["", f"Execution {rehearsal.execution}: {rehearsal.status} in {seconds:.1f} s", ""]
     lines += _servers(rehearsal)
+    injected = getattr(rehearsal, "faults", {}).get("injected")
+    if injected:
+        lines += ["", "Faults injected: " + ", ".join(f"{fault} x{count}" for fault, count in injected.items())]
     lines += ["", "Inventory"]
     lines += _inventory(rehearsal.inventory)
     return "\n".join(lines)
@@ -44,6 +47,10 @@ def _servers(rehearsal) -> list[str]:
         if server.get("error"):
             lines.append(f"{'':<22}failed at {server.get('failedStep')}: {server['error']['code']}:"
                          f" {server['error']['message'][:200]}")
+        if server.get("skippedSteps"):
+            lines.append(f"{'':<22}skipped, done by an earlier execution: {', '.join(server['skippedSteps'])}")
+        if server.get("leftToDo"):
+            lines.append(f"{'':<22}left to do: {', '.join(server['leftToDo'])}")
     return lines
 
 

@@ -20,6 +20,7 @@ import time
 import traceback
 import uuid
 import warnings
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,9 @@ from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 from moto.core.botocore_stubber import MockRawResponse
 
+from sandbox import aws_rules, events
+from sandbox import faults as fault_injection
+from sandbox import iam
 from sandbox import template as cfn
 from sandbox.world import FAST_MOTO_ENVIRONMENT, MIGRATION_ACCOUNT, World
 
@@ -66,10 +70,12 @@ class Rehearsal:
     cause: Any
     inventory: dict
     notifications: list[dict] = field(default_factory=list)
+    faults: dict = field(default_factory=dict)
 
     def as_json(self) -> dict:
         return {"execution": self.execution, "status": self.status, "output": self.output, "error": self.error,
-                "cause": self.cause, "inventory": self.inventory, "notifications": self.notifications}
+                "cause": self.cause, "inventory": self.inventory, "notifications": self.notifications,
+                "faults": self.faults}
 
 
 @dataclass
@@ -82,18 +88,40 @@ class Sandbox:
     """A simulated migration account and target accounts, with the pipeline deployed."""
 
     def __init__(self, request: dict, world_spec: dict | None = None, progress: Progress | None = None,
-                 log_stream: IO[str] | None = None):
+                 log_stream: IO[str] | None = None, faults: list[str] | None = None, enforce_iam: bool = True,
+                 stack_parameters: dict[str, str] | None = None):
         self.request = request
+        # Parameters of the stand-in stack that differ from the template's defaults (EnableMgnLaunchEvents).
+        self.stack_parameters = dict(stack_parameters or {})
+        # Every AWS call a handler makes is checked against its function's policy in template.yaml
+        # (sandbox/iam.py); a call the policy does not allow fails as AWS would fail it.
+        self.enforce_iam = enforce_iam
+        self.iam: iam.Guard | None = None
+        # Every invocation, in order: (function logical id, the Task state that made it).
+        self.invocations: list[tuple[str, str]] = []
         # The handlers' structured logs; by default kept off stdout, which belongs to the report.
         self.log_stream = log_stream
         self.world_spec = world_spec or {}
+        # Faults come from the command line and from the world file's "faults" list.
+        try:
+            self.faults = fault_injection.FaultPlan.parse(list(self.world_spec.get("faults", [])) + list(faults or []))
+        except fault_injection.FaultSpecError as err:
+            raise SandboxError(str(err)) from None
         self.progress = progress
         self.template = cfn.load()
         self.functions = cfn.functions(self.template)
         self._mock = mock_aws(config=MOTO_CONFIG)
         self._lock = threading.Lock()
         self._state_names = _state_names(json.loads(STATE_MACHINE_DEFINITION.read_text()))
+        self._check_fault_targets()
         self.world: World | None = None
+
+    def _check_fault_targets(self) -> None:
+        known = set(self.functions) | {name for states in self._state_names.values() for _, name in states}
+        for fault in self.faults.faults:
+            if fault.target is not None and fault.target not in known:
+                raise SandboxError(f"fault {fault}: {fault.target!r} is neither a function of template.yaml"
+                                   " nor a Task state of the state machine")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -114,15 +142,22 @@ class Sandbox:
         logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)
         self._redirect_logs()
         self._install_dispatcher()
+        self._install_iam_guard()
         self._instant_waits = _patch_interpreter()
         self._instant_waits.__enter__()
+        self._faults_installed = self.faults.installed()
+        self._faults_installed.__enter__()
         _reset_pipeline_clients()
+        world_spec = {key: value for key, value in self.world_spec.items() if key != "faults"}
         try:
+            # The sharing key comes first: a world's server may replicate under it already.
+            self.sharing_key_arn = self._create_sharing_key()
             self.world = World.for_request(world_request(self.request, self.world_spec),
-                                           self.world_spec, target_role_name=TARGET_ROLE_NAME,
-                                           pipeline_role_arns=[self.role_arn(fn) for fn in self.functions],
-                                           external_id=EXTERNAL_ID)
+                                           world_spec, target_role_name=TARGET_ROLE_NAME,
+                                           external_id=EXTERNAL_ID, pipeline_stack=STACK,
+                                           sharing_key_arn=self.sharing_key_arn)
             self._deploy_stack()
+            self._arm_iam_guard()
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -132,7 +167,10 @@ class Sandbox:
         if self.world is not None:
             self.world.close()
         self._instant_waits.__exit__(*exc_info)
+        self._faults_installed.__exit__(*exc_info)
         self._uninstall_dispatcher()
+        if self.iam is not None:
+            self.iam.uninstall()
         _reset_pipeline_clients()
         self._mock.stop()
         os.environ.clear()
@@ -156,7 +194,8 @@ class Sandbox:
     # -- the stand-in stack ------------------------------------------------------------------
 
     def role_arn(self, logical_id: str) -> str:
-        return f"arn:aws:iam::{MIGRATION_ACCOUNT}:role/{STACK}-{logical_id}Role"
+        # Under the stack's RolePath, as template.yaml puts them: the target role trusts that path.
+        return f"arn:aws:iam::{MIGRATION_ACCOUNT}:role/mgn-cutover/{STACK}/{STACK}-{logical_id}Role"
 
     def function_arn(self, logical_id: str) -> str:
         return f"arn:aws:lambda:{REGION}:{MIGRATION_ACCOUNT}:function:{STACK}-{logical_id}"
@@ -169,14 +208,15 @@ class Sandbox:
                               AttributeDefinitions=[{"AttributeName": "sourceServerId", "AttributeType": "S"}])
         self.topic_arn = boto3.client("sns", region_name=REGION).create_topic(Name=f"{STACK}-notifications")["TopicArn"]
         self._subscribe_inbox()
-        self.sharing_key_arn = self._create_sharing_key()
         self.resolver = cfn.Resolver(self.template, self._parameters(), self._refs(), self._arns())
         self.environments = {fn: self._environment(fn) for fn in self.functions}
+        self._put_sharing_key_policy()
         self.state_machine_arn = self._create_state_machine()
 
     def _parameters(self) -> dict:
         return {"TargetAccountIds": ",".join(self.world.target_accounts), "TargetRoleName": TARGET_ROLE_NAME,
-                "TargetRoleExternalId": EXTERNAL_ID, "DefaultAgentConfigParameter": "AmazonCloudWatch-linux"}
+                "TargetRoleExternalId": EXTERNAL_ID, "DefaultAgentConfigParameter": "AmazonCloudWatch-linux",
+                **self.stack_parameters}
 
     def _refs(self) -> dict:
         return {"AWS::Region": REGION, "AWS::AccountId": MIGRATION_ACCOUNT, "AWS::StackName": STACK,
@@ -197,6 +237,15 @@ class Sandbox:
         kms.create_alias(AliasName=f"alias/{STACK}-sharing", TargetKeyId=key["KeyId"])
         self.sharing_key_id = key["KeyId"]
         return key["Arn"]
+
+    def _put_sharing_key_policy(self) -> None:
+        """The sharing key's policy as template.yaml writes it, unless the world leaves the targets out."""
+        policy = self.resolver.resolve(self.template["Resources"]["SharingKey"]["Properties"]["KeyPolicy"])
+        if self.world.spec.sharing_key_policy == "withoutTargets":
+            home = f"arn:aws:iam::{MIGRATION_ACCOUNT}:root"
+            policy["Statement"] = [s for s in policy["Statement"] if s.get("Principal", {}).get("AWS") == home]
+        boto3.client("kms", region_name=REGION).put_key_policy(KeyId=self.sharing_key_arn, PolicyName="default",
+                                                               Policy=json.dumps(policy))
 
     def _environment(self, logical_id: str) -> dict[str, str]:
         resolved = self.resolver.resolve(self.functions[logical_id].environment)
@@ -253,7 +302,9 @@ class Sandbox:
 
     def rehearse(self, request: Any | None = None, name: str | None = None) -> Rehearsal:
         """Run one execution to its end and return what it left in every account."""
-        arn = self.start(self.request if request is None else request, name)
+        return self._rehearsal(self.start(self.request if request is None else request, name))
+
+    def _rehearsal(self, arn: str) -> Rehearsal:
         described = self.wait(arn)
         return Rehearsal(
             execution=described["name"] if "name" in described else arn.rsplit(":", 1)[1],
@@ -263,7 +314,18 @@ class Sandbox:
             cause=_json_or_text(described.get("cause")),
             inventory=self.world.inventory(),
             notifications=self.notifications(),
+            faults=self.faults.report(),
         )
+
+    def put_event(self, event: dict) -> list[tuple[str, str]]:
+        """Put an event on the sandbox's bus: each enabled rule of template.yaml it matches starts the state
+        machine with the event as input, as EventBridge does. Returns (rule, execution ARN) pairs."""
+        rules = events.matching_rules(events.rules_from_template(self.template, self._parameters()), event)
+        return [(rule.name, self.start(event, name=f"{rule.name[:40]}-{uuid.uuid4().hex[:12]}")) for rule in rules]
+
+    def rehearse_event(self, event: dict) -> list[tuple[str, Rehearsal]]:
+        """Put the event on the bus and run every execution it started to its end; [] if it started none."""
+        return [(rule, self._rehearsal(arn)) for rule, arn in self.put_event(event)]
 
     def invoke(self, function: str, event: Any) -> Any:
         """Run one function, as `sam local invoke FUNCTION -e EVENT` would, against this world."""
@@ -280,6 +342,28 @@ class Sandbox:
             if function in (self.function_arn(logical_id), f"{STACK}-{logical_id}"):
                 return logical_id
         raise SandboxError(f"template.yaml has no function {function!r}; it has: {', '.join(sorted(self.functions))}")
+
+    # -- least privilege ---------------------------------------------------------------------
+
+    def _install_iam_guard(self) -> None:
+        # Installed with the dispatcher, before any session exists: a session reads its
+        # handlers when it is created. Its policies come once the stand-in stack resolves them.
+        self.iam = iam.Guard({}, MIGRATION_ACCOUNT, REGION, self.role_arn, self._target_role_policy,
+                             enforce=self.enforce_iam)
+        self.iam.install()
+
+    def _arm_iam_guard(self) -> None:
+        # The stand-in stack has no notification key (moto's SNS encrypts nothing); its policies
+        # name one all the same.
+        arns = {**self._arns(), "NotificationKey": f"arn:aws:kms:{REGION}:{MIGRATION_ACCOUNT}:key/notification-key"}
+        resolver = cfn.Resolver(self.template, self._parameters(), self._refs(), arns)
+        self.iam.policies = iam.function_policies(self.template, resolver)
+
+    def _target_role_policy(self, account_id: str) -> iam.Policy:
+        parameters = {"PipelineAccountId": MIGRATION_ACCOUNT, "PipelineStackName": STACK, "ExternalId": EXTERNAL_ID,
+                      "RoleName": TARGET_ROLE_NAME, "SharingKeyArn": self.sharing_key_arn}
+        profile = self.resolver.parameters.get("RestoredInstanceProfileName") or "MgnCutoverRestoredInstance"
+        return iam.target_role_policy(account_id, parameters, iam.profile_role_arn(account_id, profile))
 
     # -- the Lambda stand-in -----------------------------------------------------------------
 
@@ -311,13 +395,27 @@ class Sandbox:
         # environment of a process is shared by its threads.
         with self._lock, _environment(self.environments[logical_id]):
             handler = getattr(importlib.import_module(module_name), handler_name)
+            state_name = self.state_name(logical_id, event)
+            self.invocations.append((logical_id, state_name))
+            acting = iam.current_function.set(logical_id)
             try:
-                value = handler(event, _Context(self.function_arn(logical_id)))
+                # Each function acts as its own role: the target role's trust policy sees which.
+                # Powertools prints its metrics (EMF) to stdout, which belongs to the report here.
+                with self.faults.handler(logical_id, state_name), aws_rules.acting_as(self.role_arn(logical_id)), \
+                        contextlib.redirect_stdout(self.log_stream or self._devnull):
+                    value = handler(event, _Context(self.function_arn(logical_id)))
                 outcome = {"error": False, "value": value, "payload": value}
+                if self.faults.crash_after(logical_id, state_name):
+                    # The work is done and recorded; only the answer is lost, as when the
+                    # function times out on its way out.
+                    outcome = {"error": True, "exception": _Crashed(), "payload": {
+                        "errorType": fault_injection.CRASH_ERROR, "errorMessage": _Crashed.MESSAGE, "stackTrace": []}}
             except Exception as err:  # noqa: BLE001 - reported to the state machine as Lambda does
                 outcome = {"error": True, "exception": err, "payload": {
                     "errorType": type(err).__name__, "errorMessage": str(err),
                     "stackTrace": traceback.format_tb(err.__traceback__)}}
+            finally:
+                iam.current_function.reset(acting)
             self._report(logical_id, event, outcome)
         return outcome
 
@@ -357,6 +455,15 @@ def world_request(request: Any, world_spec: dict) -> Any:
         raise SandboxError(f"the world file must give source server {server_id} its placement tags: {err}") from None
     job_id = (request.get("detail") or {}).get("job-id")
     return {"servers": [{"sourceServerId": server_id, "target": placement, "launchJobId": job_id}]}
+
+
+class _Crashed(Exception):
+    """An invocation the sandbox made fail after its handler returned."""
+
+    MESSAGE = "Task timed out after 60.00 seconds (a crash-after fault of the sandbox)"
+
+    def __str__(self) -> str:
+        return self.MESSAGE
 
 
 class _Context:

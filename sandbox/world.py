@@ -8,11 +8,21 @@ configuration parameter. `inventory()` tells what every account holds, for the r
 
 A spec tunes the world (all keys optional; an unknown key is an error, so a typo cannot pass silently):
 
-    {"polls": {"job": 1, "image": 1, "instance": 0, "ssmRegistration": 1},
+    {"polls": {"job": 1, "image": 1, "instance": 0, "statusChecks": 0, "ssmRegistration": 1,
+               "commandStart": 0, "command": 0},
+     "speed": {"gibPerPoll": 0},
+     "commandFailures": {"AWS-ConfigureAWSPackage": "what the agent writes to standard error"},
+     "sharingKeyPolicy": "template",
+     "targetAccounts": {"222222222222": {"roleTrustsAccount": "999999999999", "instanceProfiles": false}},
      "defaultServer": {...},
      "servers": {"s-...": {"diskSizesGiB": [8, 100], "replicationKey": "alias/mgn-replication",
                            "launchFails": false, "lifeCycle": "READY_FOR_CUTOVER", "hostname": "web-01",
                            "instanceType": "t3.medium", "launchDisposition": "STARTED", "tags": {...}}}}
+
+`speed.gibPerPoll` makes images, copies and cutover launches take one poll more per that many GiB of disk.
+A `replicationKey` of "sharing-key" is the pipeline stack's sharing key. `sharingKeyPolicy` "withoutTargets"
+leaves the target accounts out of that key's policy. `roleTrustsAccount` gives a target account a role that
+trusts another account's pipeline; `instanceProfiles` false gives it no instance profile at all.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from moto.kms.models import kms_backends
 from moto.ssm.models import ssm_backends
 
 from sandbox import aws_rules, mgn
+from sandbox import template as cfn
 
 MIGRATION_ACCOUNT = mgn.DEFAULT_ACCOUNT
 REGION = mgn.DEFAULT_REGION
@@ -42,7 +53,14 @@ DEFAULT_TARGET_ROLE_NAME = "MgnCutoverTargetRole"
 DEFAULT_INSTANCE_PROFILE = "MgnCutoverRestoredInstance"
 DEFAULT_AGENT_CONFIG_PARAMETER = "AmazonCloudWatch-linux"
 DEFAULT_EXTERNAL_ID = "mgn-cutover-sandbox"
-DEFAULT_PIPELINE_ROLE_ARNS = (f"arn:aws:iam::{MIGRATION_ACCOUNT}:role/MgnCutoverPipelineRole",)
+DEFAULT_PIPELINE_STACK = "mgn-cutover"
+# The pipeline's function roles live under this path (template.yaml's RolePath); the target role trusts the path.
+PIPELINE_ROLE_PATH = "/mgn-cutover/{stack}/"
+# Who the migration account's plain credentials are in a world: one of the pipeline's roles.
+DEFAULT_PIPELINE_ROLE_ARNS = (f"arn:aws:iam::{MIGRATION_ACCOUNT}:role/mgn-cutover/{DEFAULT_PIPELINE_STACK}/"
+                              "MgnCutoverPipelineRole",)
+SHARING_KEY = "sharing-key"
+SHARING_KEY_POLICIES = ("template", "withoutTargets")
 RESTORED_INSTANCE_POLICIES = ("AmazonSSMManagedInstanceCore", "CloudWatchAgentServerPolicy")
 
 # Environment for the process that opens the mock, set before it starts: moto otherwise copies its catalogue
@@ -112,36 +130,89 @@ class ServerSpec:
 
 
 @dataclass(frozen=True)
+class TargetAccountSpec:
+    """What the landing zone gave one target account, where it differs from the target stack's defaults."""
+
+    role_trusts_account: str | None = None
+    instance_profiles: bool = True
+
+    @classmethod
+    def parse(cls, raw: dict, where: str) -> TargetAccountSpec:
+        raw = _known(raw, {"roleTrustsAccount": 0, "instanceProfiles": 0}, where)
+        trusted = raw.get("roleTrustsAccount")
+        if trusted is not None and not (isinstance(trusted, str) and trusted.isdigit() and len(trusted) == 12):
+            raise WorldSpecError(f"{where}.roleTrustsAccount must be a 12-digit account id")
+        return cls(trusted, bool(raw.get("instanceProfiles", True)))
+
+
+@dataclass(frozen=True)
 class WorldSpec:
-    """The knobs of a world: poll counts and per-server behaviour."""
+    """The knobs of a world: poll counts, speed, failures, the target accounts' and each server's behaviour."""
 
     job_polls: int = 1
     image_polls: int = 1
     instance_polls: int = 0
+    status_check_polls: int = 0
     ssm_registration_polls: int = 1
+    command_start_polls: int = 0
+    command_polls: int = 0
+    gib_per_poll: int = 0
+    command_failures: dict[str, str] = field(default_factory=dict)
+    sharing_key_policy: str = "template"
+    target_accounts: dict[str, TargetAccountSpec] = field(default_factory=dict)
     default_server: ServerSpec = field(default_factory=ServerSpec)
     servers: dict[str, ServerSpec] = field(default_factory=dict)
 
     _POLLS = {"job": "job_polls", "image": "image_polls", "instance": "instance_polls",
-              "ssmRegistration": "ssm_registration_polls"}
+              "statusChecks": "status_check_polls", "ssmRegistration": "ssm_registration_polls",
+              "commandStart": "command_start_polls", "command": "command_polls"}
+    _KEYS = {"polls": 0, "speed": 0, "commandFailures": 0, "sharingKeyPolicy": 0, "targetAccounts": 0,
+             "defaultServer": 0, "servers": 0}
 
     @classmethod
     def parse(cls, raw: dict | None) -> WorldSpec:
-        raw = _known(raw or {}, {"polls": 0, "defaultServer": 0, "servers": 0}, "spec")
-        polls = {}
+        raw = _known(raw or {}, cls._KEYS, "spec")
+        values: dict[str, Any] = {}
         for key, value in _known(raw.get("polls", {}), cls._POLLS, "spec.polls").items():
-            if not isinstance(value, int) or not 0 <= value <= 1000:
-                raise WorldSpecError(f"spec.polls.{key} must be a whole number from 0 to 1000")
-            polls[cls._POLLS[key]] = value
+            values[cls._POLLS[key]] = _whole(value, f"spec.polls.{key}")
+        speed = _known(raw.get("speed", {}), {"gibPerPoll": 0}, "spec.speed")
+        if "gibPerPoll" in speed:
+            values["gib_per_poll"] = _whole(speed["gibPerPoll"], "spec.speed.gibPerPoll", 16384)
+        raw_failures = raw.get("commandFailures", {})
+        failures = _known(raw_failures, _keys_of(raw_failures), "spec.commandFailures")
+        values["command_failures"] = {str(name): str(error) for name, error in failures.items()}
+        policy = raw.get("sharingKeyPolicy", "template")
+        if policy not in SHARING_KEY_POLICIES:
+            raise WorldSpecError(f"spec.sharingKeyPolicy must be one of {list(SHARING_KEY_POLICIES)}")
+        values["sharing_key_policy"] = policy
+        values["target_accounts"] = {
+            account: TargetAccountSpec.parse(entry, f"spec.targetAccounts.{account}")
+            for account, entry in _known(raw.get("targetAccounts", {}), _keys_of(raw.get("targetAccounts")),
+                                         "spec.targetAccounts").items()
+        }
         default = ServerSpec.parse(raw.get("defaultServer", {}), "spec.defaultServer")
         servers = {
             server_id: ServerSpec.parse(entry, f"spec.servers.{server_id}", default)
             for server_id, entry in raw.get("servers", {}).items()
         }
-        return cls(default_server=default, servers=servers, **polls)
+        return cls(default_server=default, servers=servers, **values)
+
+    def target_account(self, account_id: str) -> TargetAccountSpec:
+        return self.target_accounts.get(account_id, TargetAccountSpec())
 
     def server(self, source_server_id: str) -> ServerSpec:
         return self.servers.get(source_server_id, self.default_server)
+
+
+def _keys_of(value: Any) -> dict:
+    """Every key of an object is allowed (it names an account or a document); `_known` still checks the type."""
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _whole(value: Any, where: str, highest: int = 1000) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= highest:
+        raise WorldSpecError(f"{where} must be a whole number from 0 to {highest}")
+    return value
 
 
 def _known(raw: Any, allowed: dict, where: str) -> dict:
@@ -159,12 +230,16 @@ def _known(raw: Any, allowed: dict, where: str) -> dict:
 class World:
     """The accounts of one rehearsal; `close()` (or leaving a `with` block) takes the sandbox's patches off moto."""
 
-    def __init__(self, spec: dict | None = None, *, region: str = REGION, migration_account: str = MIGRATION_ACCOUNT):
+    def __init__(self, spec: dict | None = None, *, region: str = REGION, migration_account: str = MIGRATION_ACCOUNT,
+                 pipeline_stack: str = DEFAULT_PIPELINE_STACK, sharing_key_arn: str | None = None):
         if not MockAWS._mocks_active:
             raise NoMockActive("build the World inside moto's mock_aws(), never against a real account")
         self.spec = WorldSpec.parse(spec)
         self.region = region
         self.migration_account = migration_account
+        self.pipeline_stack = pipeline_stack
+        # The pipeline stack's sharing key, when the world stands beside one: what "sharing-key" names.
+        self.sharing_key_arn = sharing_key_arn
         self.target_accounts: list[str] = []
         self.target_role_name = DEFAULT_TARGET_ROLE_NAME
         self.external_id = DEFAULT_EXTERNAL_ID
@@ -172,18 +247,27 @@ class World:
         self._credentials: dict[str, dict] = {}
 
         aws_rules.install()
-        aws_rules.pacing.image_polls = self.spec.image_polls
-        aws_rules.pacing.instance_polls = self.spec.instance_polls
-        aws_rules.pacing.ssm_registration_polls = self.spec.ssm_registration_polls
-        self.mgn = mgn.install(mgn.MgnSimulator(self.spec.job_polls, {migration_account}))
+        self._set_pacing()
+        aws_rules.set_default_principal(
+            f"arn:aws:iam::{migration_account}:role{PIPELINE_ROLE_PATH.format(stack=pipeline_stack)}"
+            "MgnCutoverPipelineRole")
+        self.mgn = mgn.install(mgn.MgnSimulator(self.spec.job_polls, {migration_account},
+                                                gib_per_poll=self.spec.gib_per_poll))
+
+    def _set_pacing(self) -> None:
+        pacing, spec = aws_rules.pacing, self.spec
+        pacing.image_polls, pacing.instance_polls = spec.image_polls, spec.instance_polls
+        pacing.status_check_polls, pacing.ssm_registration_polls = spec.status_check_polls, spec.ssm_registration_polls
+        pacing.command_start_polls, pacing.command_polls = spec.command_start_polls, spec.command_polls
+        pacing.gib_per_poll, pacing.command_failures = spec.gib_per_poll, dict(spec.command_failures)
 
     @classmethod
     def for_request(cls, request: dict, spec: dict | None = None, target_role_name: str = DEFAULT_TARGET_ROLE_NAME,
-                    pipeline_role_arns: tuple[str, ...] | list[str] = DEFAULT_PIPELINE_ROLE_ARNS,
-                    external_id: str = DEFAULT_EXTERNAL_ID) -> World:
+                    external_id: str = DEFAULT_EXTERNAL_ID, pipeline_stack: str = DEFAULT_PIPELINE_STACK,
+                    sharing_key_arn: str | None = None) -> World:
         """A world holding everything `request` (console input, normalized, or a Cutover Requested event) names."""
         body = request_body(request)
-        world = cls(spec)
+        world = cls(spec, pipeline_stack=pipeline_stack, sharing_key_arn=sharing_key_arn)
         world.target_role_name, world.external_id = target_role_name, external_id
 
         servers = [server for server in body["servers"] if isinstance(server, dict) and server.get("sourceServerId")]
@@ -193,8 +277,7 @@ class World:
 
         agent_parameter = (body.get("options") or {}).get("agentConfigParameter") or DEFAULT_AGENT_CONFIG_PARAMETER
         for account_id, targets in _targets_by_account(servers).items():
-            world.add_target_account(account_id, targets, pipeline_role_arns=pipeline_role_arns,
-                                     agent_config_parameter=agent_parameter)
+            world.add_target_account(account_id, targets, agent_config_parameter=agent_parameter)
         return world
 
     def __enter__(self) -> World:
@@ -206,6 +289,7 @@ class World:
     def close(self) -> None:
         """Stop simulating: MGN calls and the AWS rules go back to plain moto."""
         mgn.uninstall()
+        aws_rules.set_default_principal(None)
         aws_rules.uninstall()
 
     # --- building ------------------------------------------------------------------------------------------
@@ -214,7 +298,12 @@ class World:
         """An MGN source server in the migration account, replicating healthily, shaped by the spec."""
         spec = self.spec.server(source_server_id)
         key = None
-        if spec.replication_key not in (None, "aws/ebs", aws_rules.AWS_MANAGED_EBS_ALIAS):
+        if spec.replication_key == SHARING_KEY:
+            if not self.sharing_key_arn:
+                raise WorldSpecError(f"server {source_server_id} replicates under the sharing key, but this world "
+                                     "stands beside no pipeline stack")
+            key = self.sharing_key_arn
+        elif spec.replication_key not in (None, "aws/ebs", aws_rules.AWS_MANAGED_EBS_ALIAS):
             key = self.ensure_key(self.migration_account, spec.replication_key)
         launch = mgn.LaunchSettings(instance_type=spec.instance_type, launch_disposition=spec.launch_disposition)
         return self.mgn.add_source_server(
@@ -231,7 +320,6 @@ class World:
         )
 
     def add_target_account(self, account_id: str, targets: list[dict] | None = None, *,
-                           pipeline_role_arns: tuple[str, ...] | list[str] = DEFAULT_PIPELINE_ROLE_ARNS,
                            agent_config_parameter: str = DEFAULT_AGENT_CONFIG_PARAMETER) -> None:
         """Everything the target stack and the landing zone give a target account, for these placements."""
         targets = targets or []
@@ -240,13 +328,14 @@ class World:
         # Target accounts have MGN too, with no source servers: a call there sees none.
         self.mgn.initialized_accounts.add(account_id)
 
+        landing = self.spec.target_account(account_id)
         self._build_network(account_id, targets)
         profiles = {target.get("instanceProfile") or DEFAULT_INSTANCE_PROFILE for target in targets}
-        for profile in sorted(profiles or {DEFAULT_INSTANCE_PROFILE}):
+        for profile in sorted(profiles or {DEFAULT_INSTANCE_PROFILE}) if landing.instance_profiles else []:
             self._build_instance_profile(account_id, profile)
         for key_id in sorted({target["kmsKeyId"] for target in targets if target.get("kmsKeyId")}):
             self.ensure_key(account_id, key_id)
-        self._build_target_role(account_id, pipeline_role_arns)
+        self._build_target_role(account_id, landing.role_trusts_account or self.migration_account)
         self._put_agent_config(account_id, agent_config_parameter)
 
     def ensure_key(self, account_id: str, key_id: str) -> str:
@@ -304,16 +393,12 @@ class World:
             iam.attach_role_policy(f"arn:aws:iam::aws:policy/{policy}", name)
         iam.create_instance_profile(name, "/", [name])
 
-    def _build_target_role(self, account_id: str, pipeline_role_arns: tuple[str, ...] | list[str]) -> None:
+    def _build_target_role(self, account_id: str, pipeline_account: str) -> None:
+        """The role as templates/target-account.yaml defines it: its trust policy is the template's own."""
         iam = iam_backends[account_id]["aws"]
         if any(role.name == self.target_role_name for role in iam.roles.values()):
             return
-        trust = {"Version": "2012-10-17", "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"AWS": list(pipeline_role_arns)},
-            "Action": "sts:AssumeRole",
-            "Condition": {"StringEquals": {"sts:ExternalId": self.external_id}},
-        }]}
+        trust = target_role_trust(account_id, pipeline_account, self.pipeline_stack, self.external_id, self.region)
         iam.create_role(self.target_role_name, json.dumps(trust), "/", None, "assumed by the cutover pipeline", [],
                         None)
 
@@ -446,6 +531,17 @@ def _server_inventory(server: mgn.SourceServer) -> dict:
     if server.launched_instance_id:
         described["launchedInstance"] = server.launched_instance_id
     return described
+
+
+def target_role_trust(account_id: str, pipeline_account: str, pipeline_stack: str, external_id: str,
+                      region: str = REGION) -> dict:
+    """The trust policy templates/target-account.yaml gives the target role, for these stack parameters."""
+    template = cfn.load(cfn.TARGET_TEMPLATE)
+    resolver = cfn.Resolver(template, {"PipelineAccountId": pipeline_account, "PipelineStackName": pipeline_stack,
+                                       "ExternalId": external_id},
+                            {"AWS::Region": region, "AWS::AccountId": account_id,
+                             "AWS::StackName": "mgn-cutover-target"}, {})
+    return resolver.resolve(template["Resources"]["TargetRole"]["Properties"]["AssumeRolePolicyDocument"])
 
 
 # --- requests --------------------------------------------------------------------------------------------------

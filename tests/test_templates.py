@@ -46,7 +46,7 @@ FUNCTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "CreateImageFunction": ("handlers.create_image.handler", {"LEDGER_TABLE": LEDGER}),
     "CheckImageFunction": (
         "handlers.check_image.handler",
-        {"TARGET_ROLE_NAME": ROLE_NAME, "TARGET_ROLE_EXTERNAL_ID": EXTERNAL_ID},
+        {"TARGET_ROLE_NAME": ROLE_NAME, "TARGET_ROLE_EXTERNAL_ID": EXTERNAL_ID, "SHARING_KEY_ARN": SHARING_KEY},
     ),
     "CopyImageForSharingFunction": (
         "handlers.copy_image_for_sharing.handler",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from botocore.exceptions import ClientError
 
 from pipeline import aws, ledger, state
-from pipeline.errors import CutoverLaunchFailed, ServerNotReady
+from pipeline.errors import CutoverJobActive, CutoverLaunchFailed, ServerNotReady
 from pipeline.observability import logger
 
 READY_FOR_CUTOVER = "READY_FOR_CUTOVER"
@@ -32,7 +32,13 @@ def start(current: dict) -> dict:
     running_job = _running_cutover_job(server)
     if running_job:
         logger.info("Cutover already started", job_id=running_job)
-        return {"jobId": running_job}
+        return {"jobId": running_job, "alreadyCutOver": False}
+    earlier = state.slot(current, "claim").get("artifacts") or {}
+    if lifecycle(server) == CUTOVER and earlier.get("finalized") == "true" and earlier.get("restoredInstance"):
+        # An earlier execution passed the point of no return; this one resumes after it.
+        restored = earlier["restoredInstance"]
+        logger.info("Server already cut over; resuming after finalize", restored_instance_id=restored)
+        return {"jobId": earlier.get("cutoverJob"), "alreadyCutOver": True, "restoredInstanceId": restored}
 
     if lifecycle(server) != READY_FOR_CUTOVER:
         raise ServerNotReady(
@@ -44,7 +50,7 @@ def start(current: dict) -> dict:
     )["job"]
     ledger.record(server_id, state.execution(current), "cutoverJob", job["jobID"])
     logger.info("Cutover started", job_id=job["jobID"])
-    return {"jobId": job["jobID"]}
+    return {"jobId": job["jobID"], "alreadyCutOver": False}
 
 
 def _running_cutover_job(server: dict) -> str | None:
@@ -102,3 +108,21 @@ def revert(server_id: str) -> str | None:
         logger.warning("Could not return the server to ready for cutover", error=str(err))
         raise
     return f"lifecycle {current} -> {READY_FOR_CUTOVER}"
+
+
+def settle_job(job_id: str | None) -> str | None:
+    """Before a rollback: the cutover instance a finished launch job launched (None if none).
+
+    MGN keeps a server's lifecycle while its launch job runs, and a job still running may yet
+    launch an instance the rollback must terminate, so a running job makes the rollback wait.
+    """
+    if not job_id:
+        return None
+    jobs = aws.client("mgn").describe_jobs(filters={"jobIDs": [job_id]})["items"]
+    if not jobs:
+        return None
+    job = jobs[0]
+    if job.get("status") != "COMPLETED":
+        raise CutoverJobActive(f"MGN job {job_id} is {job.get('status')}; rollback waits until it ends")
+    launched = [p.get("launchedEc2InstanceID") for p in job.get("participatingServers", [])]
+    return next((instance for instance in launched if instance), None)

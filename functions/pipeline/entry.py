@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline import aws, config, cutover
 from pipeline.errors import RequestInvalid, TargetNotAllowed
-from pipeline.request import WaveRequest, parse_request
+from pipeline.request import WaveRequest, parse_envelope, parse_mgn_launch, parse_request
 
 CUSTOM_SOURCE = "mgn-cutover"
 CUSTOM_DETAIL_TYPE = "Cutover Requested"
@@ -48,6 +48,7 @@ def _request_of(event: Any) -> Any:
         return event
     detail_type, source = event.get("detail-type"), event.get("source")
     if detail_type == CUSTOM_DETAIL_TYPE and source == CUSTOM_SOURCE:
+        parse_envelope(event)
         return event.get("detail")
     if detail_type == MGN_DETAIL_TYPE and source == "aws.mgn":
         return _request_from_mgn_event(event)
@@ -61,12 +62,13 @@ def _request_from_mgn_event(event: dict) -> dict:
     resources = event.get("resources") or []
     if not resources or "/" not in str(resources[0]):
         raise RequestInvalid("resources[0]", "must be the ARN of the source server")
-    server_id = str(resources[0]).rsplit("/", 1)[1]
+    # The whole event is checked before MGN is asked about the server it names.
+    server_id, job_id = parse_mgn_launch(event)
     server = cutover.describe_source_server(server_id)
     return {
         "wave": f"mgn-{server_id}",
         "servers": [
-            {"sourceServerId": server_id, "target": placement_from_tags(server_id, server), "launchJobId": detail.get("job-id")}
+            {"sourceServerId": server_id, "target": placement_from_tags(server_id, server), "launchJobId": job_id}
         ],
     }
 

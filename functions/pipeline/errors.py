@@ -39,6 +39,10 @@ class ServerNotReady(CutoverError):
     """The source server is not in a lifecycle state a cutover can start from; caught by rollback."""
 
 
+class CutoverJobActive(CutoverError):
+    """Rollback met an MGN launch job still running (MGN refuses a lifecycle change then); Roll Back retries it."""
+
+
 class CutoverLaunchFailed(CutoverError):
     """MGN reports the cutover launch as failed; caught by rollback."""
 

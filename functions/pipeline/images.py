@@ -14,7 +14,12 @@ from pipeline.errors import ImageFailed, ImageNotShareable, TargetNotAllowed
 from pipeline.observability import logger
 
 # Grant operations the target account needs on the sharing key to copy the shared image
-# under its own key (EBS decrypts the source snapshots and re-encrypts them).
+# under its own key (EBS decrypts the source snapshots and re-encrypts them), and no more: no
+# Encrypt, no ReEncryptTo (nothing is ever encrypted under the sharing key in the target), no
+# RetireGrant or grant management beyond the CreateGrant EBS makes for itself. The grant is
+# revoked as soon as the target's copy is available.
+# NOTE: no EncryptionContextSubset constraint: EBS's context names each snapshot, and one grant
+# constraint cannot list several snapshots.
 TARGET_GRANT_OPERATIONS = ["Decrypt", "DescribeKey", "ReEncryptFrom", "GenerateDataKeyWithoutPlaintext", "CreateGrant"]
 
 
@@ -84,7 +89,18 @@ def check(current: dict, slot_name: str) -> dict:
     ready = image["State"] == "available"
     if ready:
         logger.info("Image available", image_id=image_id, slot=slot_name)
+        if slot_name == "targetImage":
+            _revoke_target_grant(current)
     return state.poll_result(current, slot_name, ready, imageState=image["State"])
+
+
+def _revoke_target_grant(current: dict) -> None:
+    """The target's copy is complete and under the target's own key: nothing needs the sharing
+    key any more, so the target role's grant on it goes now rather than at clean up."""
+    grant_id = state.slot(current, "share").get("grantId")
+    if grant_id:
+        revoked = revoke_grant(grant_id)
+        logger.info("Sharing key grant revoked", grant_id=grant_id, already_gone=not revoked)
 
 
 def _ec2_for(current: dict, slot_name: str):
@@ -106,6 +122,8 @@ def copy_for_sharing(current: dict) -> dict:
 
     if snapshot_keys(ec2, image) == {sharing_key}:
         logger.info("Image already under the sharing key; no copy needed", image_id=image["ImageId"])
+        # Recorded all the same: cleanup and rollback unshare what the ledger names as shared.
+        ledger.record(server_id, state.execution(current), "sharedImage", image["ImageId"])
         return {"imageId": image["ImageId"], "copied": False, "ready": True, "attempts": 0}
 
     instance_id = state.slot(current, "cutover")["cutoverInstanceId"]
@@ -143,13 +161,8 @@ def share(current: dict) -> dict:
     if keys != {sharing_key}:
         raise ImageNotShareable(f"image {image['ImageId']} is not wholly under the sharing key (keys: {sorted(map(str, keys))})")
 
-    grant = aws.client("kms").create_grant(
-        KeyId=sharing_key,
-        GranteePrincipal=aws.target_role_arn(account),
-        Operations=TARGET_GRANT_OPERATIONS,
-        Name=names.grant_name(server_id, account),
-    )
-    ledger.record(server_id, state.execution(current), "grant", grant["GrantId"])
+    grant_id = _grant(sharing_key, account, names.grant_name(server_id, account))
+    ledger.record(server_id, state.execution(current), "grant", grant_id)
     # The grant goes first: once the launch permission exists the target could start a copy,
     # and a copy that cannot use the key fails late instead of at once.
     # Recorded before the permission is given, so a crash in between still leaves rollback
@@ -162,7 +175,24 @@ def share(current: dict) -> dict:
             SnapshotId=snapshot_id, Attribute="createVolumePermission", OperationType="add", UserIds=[account]
         )
     logger.info("Image shared with target account", image_id=image["ImageId"], target_account=account)
-    return {"accountId": account, "imageId": image["ImageId"], "snapshotIds": snapshots, "grantId": grant["GrantId"]}
+    return {"accountId": account, "imageId": image["ImageId"], "snapshotIds": snapshots, "grantId": grant_id}
+
+
+def _grant(sharing_key: str, account: str, name: str) -> str:
+    """The target role's grant on the sharing key: the one an earlier attempt made, else a new one.
+
+    KMS treats a repeated CreateGrant with the same name and parameters as the same grant, but
+    only within its retry window; looking it up first keeps a late retry from adding a second.
+    """
+    kms = aws.client("kms")
+    grantee = aws.target_role_arn(account)
+    for page in kms.get_paginator("list_grants").paginate(KeyId=sharing_key):
+        for grant in page.get("Grants", []):
+            if grant.get("Name") == name and grant.get("GranteePrincipal") == grantee:
+                logger.info("Grant already given", grant_id=grant["GrantId"])
+                return grant["GrantId"]
+    return kms.create_grant(KeyId=sharing_key, GranteePrincipal=grantee, Operations=TARGET_GRANT_OPERATIONS,
+                            Name=name)["GrantId"]
 
 
 def copy_to_target(current: dict) -> dict:
@@ -225,21 +255,27 @@ def remove(ec2, image_id: str) -> list[str]:
     except ImageFailed:
         return []
     snapshots = snapshot_ids(image)
-    ec2.deregister_image(ImageId=image_id)
-    for snapshot_id in snapshots:
-        try:
-            ec2.delete_snapshot(SnapshotId=snapshot_id)
-        except ClientError as err:
-            if err.response["Error"]["Code"] != "InvalidSnapshot.NotFound":
-                raise
+    # One call for the image and its snapshots: deleting them one by one after the image is gone
+    # would leave a snapshot nobody can find again if a delete fails and the step is retried.
+    ec2.deregister_image(ImageId=image_id, DeleteAssociatedSnapshots=True)
     return [f"image {image_id}"] + [f"snapshot {snapshot_id}" for snapshot_id in snapshots]
 
 
-def revoke_grant(grant_id: str) -> list[str]:
-    try:
-        aws.client("kms").revoke_grant(KeyId=config.sharing_key_arn(), GrantId=grant_id)
-    except ClientError as err:
-        if err.response["Error"]["Code"] not in ("NotFoundException", "InvalidGrantIdException"):
-            raise
-        return []
-    return [f"grant {grant_id}"]
+def revoke_grant(grant_id: str, name: str | None = None) -> list[str]:
+    """Revoke the grant, and any other grant of the same name (a create whose answer was lost
+    and was sent again may have given a second one)."""
+    kms = aws.client("kms")
+    ids = [grant_id]
+    if name:
+        for page in kms.get_paginator("list_grants").paginate(KeyId=config.sharing_key_arn()):
+            ids += [grant["GrantId"] for grant in page.get("Grants", []) if grant.get("Name") == name]
+    revoked = []
+    for each in dict.fromkeys(ids):
+        try:
+            kms.revoke_grant(KeyId=config.sharing_key_arn(), GrantId=each)
+        except ClientError as err:
+            if err.response["Error"]["Code"] not in ("NotFoundException", "InvalidGrantIdException"):
+                raise
+            continue
+        revoked.append(f"grant {each}")
+    return revoked

@@ -6,7 +6,7 @@ import functools
 from typing import Any, Callable
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
 from pipeline.errors import TransientAwsError
 
@@ -19,6 +19,7 @@ metrics = Metrics()
 TRANSIENT_CODES = frozenset(
     {
         "Throttling",
+        "Throttled",
         "ThrottlingException",
         "ThrottledException",
         "RequestLimitExceeded",
@@ -52,6 +53,11 @@ def step(handler: Callable[[dict, Any], dict]) -> Callable[[dict, Any], dict]:
                 raise
             logger.warning("Transient AWS error", error=str(err))
             raise TransientAwsError(str(err)) from err
+        except (ConnectionError, HTTPClientError) as err:
+            # A timeout or a dropped connection that outlived the SDK's retries: the call may
+            # have been done, and every step finds what an earlier attempt did, so retry it.
+            logger.warning("AWS unreachable", error=str(err))
+            raise TransientAwsError(f"{type(err).__name__}: {err}") from err
 
     return logger.inject_lambda_context(clear_state=True)(
         tracer.capture_lambda_handler(metrics.log_metrics(wrapper))

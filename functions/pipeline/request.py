@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -30,12 +30,35 @@ WAVE_NAME = r"^[A-Za-z0-9_.\-]{1,40}$"
 # Tags are copied onto the restored instance; EC2 allows 50 per resource and the pipeline
 # adds its own few.
 MAX_TAGS = 40
+# The pipeline's own tags (managed, source server, execution, idempotency token): a request that
+# set one could make the restored instance look like another server's, or like a resource the
+# pipeline may delete.
+PIPELINE_TAG_PREFIX = "mgn-cutover:"
+# Letters and digits of any script, spaces and `_ . : / = + - @`: what EC2 accepts in tags.
+# Control, format (zero-width, bidirectional override) and quoting characters are not in it.
+TAG_TEXT = re.compile(r"[\w .:/=+\-@]*")
+
+# RFC 6598's shared address space: not private to `ipaddress`, but a VPC may use it.
+_SHARED_ADDRESS_SPACE = ipaddress.IPv4Network("100.64.0.0/10")
+# What an instance in a VPC subnet can hold: private, and none of the special-purpose ranges
+# that `ipaddress` also counts as private.
+_NOT_ASSIGNABLE = [ipaddress.IPv4Network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16",
+                                                        "192.0.0.0/24", "192.0.2.0/24", "198.18.0.0/15",
+                                                        "198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4")]
+
+# The EventBridge envelope (what every event carries, whoever put it on the bus).
+EVENT_ID = r"^[0-9A-Za-z-]{1,64}$"
+EVENT_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$"
+REGION = r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$"
+SOURCE_SERVER_ARN = r"^arn:aws[a-z-]*:mgn:[a-z0-9-]+:\d{12}:source-server/s-[0-9a-zA-Z]{17}$"
+MGN_JOB_ID = r"^mgnjob-[0-9a-zA-Z]{17}$"
 
 
 class _Strict(BaseModel):
     # Unknown fields are an error rather than silently ignored: a misspelt option must not
-    # quietly fall back to a default during a downtime window.
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    # quietly fall back to a default during a downtime window. Strict types: "10" is not a
+    # number and "yes" is not a boolean, in a request that moves a server.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, strict=True)
 
 
 class Target(_Strict):
@@ -59,8 +82,12 @@ class Target(_Strict):
             address = ipaddress.IPv4Address(value)
         except ValueError as err:
             raise ValueError("must be an IPv4 address") from err
-        if not address.is_private:
+        if not (address.is_private or address in _SHARED_ADDRESS_SPACE):
             raise ValueError("must be a private IPv4 address")
+        if any(address in network for network in _NOT_ASSIGNABLE) or address == ipaddress.IPv4Address(
+                "255.255.255.255"):
+            raise ValueError("must be an address an instance in a subnet can hold (not loopback, link-local, "
+                             "broadcast, documentation or reserved)")
         return str(address)
 
     @field_validator("security_group_ids")
@@ -86,9 +113,11 @@ def _check_tag(key: str, value: str) -> None:
     if len(value) > 256:
         raise ValueError(f"tag {key!r} value must be at most 256 characters")
     if key.lower().startswith("aws:"):
-        raise ValueError(f"tag key {key!r} must not start with aws:")
-    if not re.fullmatch(r"[\w .:/=+\-@]*", key + value):
-        raise ValueError(f"tag {key!r} has characters EC2 does not accept in tags")
+        raise ValueError(f"tag key {key[:40]!r} must not start with aws:")
+    if key.lower().startswith(PIPELINE_TAG_PREFIX):
+        raise ValueError(f"tag key {key[:40]!r} must not start with {PIPELINE_TAG_PREFIX} (the pipeline's own tags)")
+    if not TAG_TEXT.fullmatch(key) or not TAG_TEXT.fullmatch(value):
+        raise ValueError(f"tag {key[:40]!r} has characters EC2 does not accept in tags")
 
 
 class Server(_Strict):
@@ -96,7 +125,7 @@ class Server(_Strict):
     target: Target
     # Set when MGN already launched the cutover (the console, or MGN's launch result event):
     # the pipeline then picks the job up instead of starting one.
-    launch_job_id: str | None = Field(default=None, alias="launchJobId", pattern=r"^mgnjob-[0-9a-zA-Z]{17}$")
+    launch_job_id: str | None = Field(default=None, alias="launchJobId", pattern=MGN_JOB_ID)
 
 
 class Options(_Strict):
@@ -108,7 +137,12 @@ class Options(_Strict):
     install_agent: bool = Field(default=True, alias="installAgent")
     cleanup: bool = True
     poll_interval_seconds: int = Field(default=30, alias="pollIntervalSeconds", ge=0, le=3600)
-    max_poll_attempts: int = Field(default=240, alias="maxPollAttempts", ge=1, le=10000)
+    # Each check of a poll loop adds about nine history events; a child execution keeps at most
+    # 25,000, so a loop of more checks could fail the child execution before its rollback runs.
+    # NOTE: the bound is per loop; a server whose every loop ran to its bound would still exceed it.
+    max_poll_attempts: int = Field(default=240, alias="maxPollAttempts", ge=1, le=2500)
+    # Every wait also has an overall deadline, however quick its checks are (default 4 hours).
+    max_wait_seconds: int = Field(default=14400, alias="maxWaitSeconds", ge=1, le=86400)
 
 
 class WaveRequest(_Strict):
@@ -126,25 +160,80 @@ class WaveRequest(_Strict):
         return self
 
 
+class EventEnvelope(_Strict):
+    """The fields EventBridge puts around every event; `detail` is read by its own model."""
+
+    version: Literal["0"]
+    id: str = Field(pattern=EVENT_ID)
+    detail_type: str = Field(alias="detail-type", min_length=1, max_length=128)
+    source: str = Field(min_length=1, max_length=256)
+    account: str = Field(pattern=ACCOUNT_ID)
+    time: str = Field(pattern=EVENT_TIME)
+    region: str = Field(pattern=REGION)
+    resources: list[Annotated[str, Field(min_length=1, max_length=1600)]] = Field(max_length=10)
+    detail: Any = None
+    replay_name: str | None = Field(default=None, alias="replay-name", max_length=256)
+
+
+class MgnLaunchDetail(_Strict):
+    """The detail of MGN's launch result event: its documented two fields and nothing else."""
+
+    state: Literal["CUTOVER_LAUNCH_SUCCEEDED"]
+    job_id: str = Field(alias="job-id", pattern=MGN_JOB_ID)
+
+
+def parse_envelope(event: dict) -> EventEnvelope:
+    """Validate an EventBridge event's envelope; raise `RequestInvalid` naming the first bad field."""
+    return _validated(EventEnvelope, event)
+
+
+def parse_mgn_launch(event: dict) -> tuple[str, str]:
+    """The source server id and job id of MGN's cutover launch result event, validated."""
+    envelope = parse_envelope(event)
+    detail = _validated(MgnLaunchDetail, event.get("detail"), prefix="detail")
+    if len(envelope.resources) != 1 or not re.fullmatch(SOURCE_SERVER_ARN, envelope.resources[0]):
+        raise RequestInvalid("resources[0]", "must be the only resource: the ARN of the source server")
+    arn = envelope.resources[0]
+    # MGN reports its own account's servers; a source server of another account is not one this
+    # pipeline's MGN can cut over, whoever forwarded the event.
+    if arn.split(":")[4] != envelope.account or arn.split(":")[3] != envelope.region:
+        raise RequestInvalid("resources[0]", "must be a source server of the event's own account and region")
+    return arn.rsplit("/", 1)[1], detail.job_id
+
+
 def parse_request(payload: Any) -> WaveRequest:
     """Validate a console/CLI request; raise `RequestInvalid` naming the first bad field."""
     if not isinstance(payload, dict):
         raise RequestInvalid("request", "must be a JSON object")
+    return _validated(WaveRequest, payload)
+
+
+def _validated(model: type[BaseModel], payload: Any, prefix: str = "") -> Any:
+    if not isinstance(payload, dict):
+        raise RequestInvalid(prefix or "request", "must be a JSON object")
     try:
-        return WaveRequest.model_validate(payload)
+        return model.model_validate(payload)
     except ValidationError as err:
         first = err.errors()[0]
-        raise RequestInvalid(_field_path(first["loc"]), _reason(first)) from None
+        raise RequestInvalid(_field_path(first["loc"], prefix), _reason(first)) from None
 
 
-def _field_path(location: tuple) -> str:
-    path = ""
+def _field_path(location: tuple, prefix: str = "") -> str:
+    path = prefix
     for part in location:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
-            path += f".{part}" if path else str(part)
+            part = _printable(str(part))
+            path += f".{part}" if path else part
     return path or "request"
+
+
+def _printable(name: str) -> str:
+    # An unknown field's name comes from the sender: it is echoed into the error (and so the
+    # execution's history and logs) only short and without control or format characters.
+    cleaned = "".join(char if char.isprintable() else "?" for char in name)
+    return cleaned if len(cleaned) <= 64 else cleaned[:61] + "..."
 
 
 def _reason(error: dict) -> str:

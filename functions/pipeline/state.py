@@ -8,6 +8,7 @@ then one slot per step that the step's result is written to (`cutover`, `image`,
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pipeline import config
@@ -34,6 +35,13 @@ STEPS_AFTER_FINALIZE = (
 )
 
 
+# What each poll loop waits for, as its WaitTimedOut names it.
+WAIT_NAMES = {"cutover": "cutover launch", "image": "image", "sharedImage": "sharing copy",
+              "targetImage": "target image", "restored": "restored instance", "managed": "managed instance",
+              "agentInstall": "agent install", "agentConfigure": "agent configuration"}
+DEFAULT_MAX_WAIT_SECONDS = 14400
+
+
 def source_server_id(state: dict) -> str:
     return state["server"]["sourceServerId"]
 
@@ -58,11 +66,17 @@ def slot(state: dict, name: str) -> dict:
     return state.get(name) or {}
 
 
+# Slots a poll loop finishes: done only once a check said ready (Start Cutover writes its slot
+# without `ready`, and the launch may fail on the first check).
+POLLED_SLOTS = frozenset({"cutover", "image", "sharedImage", "targetImage", "restored", "managed", "agentInstall",
+                          "agentConfigure"})
+
+
 def failed_step(state: dict) -> str:
-    """The state name of the first step that did not finish."""
+    """The state name of the first step that did not finish (a step with its checks and waits)."""
     for name, step in STEPS_BEFORE_FINALIZE + STEPS_AFTER_FINALIZE:
         value = state.get(name)
-        if not value or value.get("ready") is False:
+        if not value or value.get("ready") is False or (name in POLLED_SLOTS and value.get("ready") is not True):
             return step
     return "Release Server"
 
@@ -79,9 +93,16 @@ def poll_result(state: dict, slot_name: str, ready: bool, **detail: Any) -> dict
     """
     previous = slot(state, slot_name)
     attempts = int(previous.get("attempts", 0)) + 1
+    wait = WAIT_NAMES.get(slot_name, slot_name)
     if not ready and attempts >= int(option(state, "maxPollAttempts")):
-        raise WaitTimedOut(f"{slot_name} not ready after {attempts} checks")
-    return {**previous, **detail, "ready": ready, "attempts": 0 if ready else attempts}
+        raise WaitTimedOut(f"wait for the {wait} gave up: not ready after {attempts} checks")
+    started = float(previous.get("waitStartedAt") or time.time())
+    deadline = int(state["options"].get("maxWaitSeconds", DEFAULT_MAX_WAIT_SECONDS))
+    if not ready and time.time() - started > deadline:
+        raise WaitTimedOut(f"wait for the {wait} passed its deadline: not ready after"
+                           f" {time.time() - started:.0f} s ({attempts} checks); the deadline is {deadline} s")
+    return {**previous, **detail, "ready": ready, "attempts": 0 if ready else attempts,
+            "waitStartedAt": None if ready else started}
 
 
 def agent_config_parameter(state: dict) -> str | None:

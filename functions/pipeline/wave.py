@@ -43,7 +43,23 @@ def server_report(current: dict) -> dict:
         report["error"] = error_of(current["error"])
     if current.get("rollback"):
         report["rollback"] = current["rollback"]
+    if state.slot(current, "finalize").get("resumed"):
+        # An earlier execution did everything up to finalize; this one did only what followed.
+        report["skippedSteps"] = [step for name, step in state.STEPS_BEFORE_FINALIZE
+                                  if name not in ("claim", "cutover")]
+    if report["outcome"] == CUT_OVER_WITH_FOLLOW_UP:
+        report["leftToDo"] = left_to_do(current, report.get("failedStep"))
     return report
+
+
+def left_to_do(current: dict, failed_step: str | None) -> list[str]:
+    """After finalize, the steps still to run by hand (or by a new execution for the server)."""
+    steps = [step for _, step in state.STEPS_AFTER_FINALIZE]
+    todo = steps[steps.index(failed_step):] if failed_step in steps else []
+    if not current.get("options", {}).get("installAgent", True):
+        todo = [step for step in todo if step not in ("Wait For Managed Instance", "Install Agent", "Configure Agent")]
+    cleaned = not current.get("cleanupError") and not state.slot(current, "cleanup").get("failures")
+    return [step for step in todo if step != "Clean Up" or not cleaned]
 
 
 def _outcome(current: dict) -> str:

@@ -45,3 +45,4 @@ def _sandbox_off_after_test() -> Iterator[None]:
     mgn.uninstall()
     aws_rules.uninstall()
     aws_rules.reset_pacing()
+    aws_rules.set_default_principal(None)

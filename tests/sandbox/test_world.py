@@ -137,9 +137,14 @@ def test_target_role_trusts_the_pipeline_roles_with_the_external_id(built):
     role = built.client("iam", TARGET).get_role(RoleName=built.target_role_name)["Role"]
     statement = role["AssumeRolePolicyDocument"]["Statement"][0]
 
-    # THEN it names the pipeline's roles and requires the external id
-    assert statement["Principal"]["AWS"] == list(DEFAULT_PIPELINE_ROLE_ARNS)
-    assert statement["Condition"] == {"StringEquals": {"sts:ExternalId": built.external_id}}
+    # THEN it is the target-account template's: the pipeline account, only its roles under the stack's role
+    # path, and the external id
+    assert statement["Principal"]["AWS"] == f"arn:aws:iam::{MIGRATION}:root"
+    assert statement["Condition"] == {
+        "StringEquals": {"sts:ExternalId": built.external_id},
+        "ArnLike": {"aws:PrincipalArn": f"arn:aws:iam::{MIGRATION}:role/mgn-cutover/mgn-cutover/*"},
+    }
+    assert DEFAULT_PIPELINE_ROLE_ARNS[0].startswith(f"arn:aws:iam::{MIGRATION}:role/mgn-cutover/mgn-cutover/")
 
 
 def test_agent_configuration_parameter_is_in_every_target_account(built):
@@ -156,8 +161,7 @@ def test_defaults_apply_when_the_request_names_no_options(aws):
         "accountId": TARGET, "subnetId": "subnet-0a1b2c3d", "securityGroupIds": ["sg-0a1b2c3d"]}}]}
 
     # WHEN a world is built with a custom role name and external id for a request without options
-    with World.for_request(request, target_role_name="LandingRole",
-                           pipeline_role_arns=[f"arn:aws:iam::{MIGRATION}:root"], external_id="x-123"):
+    with World.for_request(request, target_role_name="LandingRole", external_id="x-123"):
         # THEN the default agent parameter exists, and the pipeline reaches the account through the custom role
         ssm = pipeline_client("ssm", TARGET, role_name="LandingRole", external_id="x-123")
         assert ssm.get_parameter(Name=DEFAULT_AGENT_CONFIG_PARAMETER)["Parameter"]["Name"] == "AmazonCloudWatch-linux"
