@@ -296,7 +296,12 @@ _TRANSIENT_STATES = {"instances": ("terminated", "shutting-down")}
 
 
 def comparable(inventory: dict) -> dict[str, Counter]:
-    """The inventory as counts of things per account and kind, ids aside, terminated instances left out."""
+    """The inventory as counts of things per account and kind, ids aside, terminated instances left out.
+
+    NOTE: the wave's SNS notification is not part of the inventory: a Summarize Wave that crashes
+    after publishing publishes again when retried (SNS has no idempotency token; delivery is at
+    least once anyway), so a crash there gives a second notification the matrix does not count.
+    """
     found: dict[str, Counter] = {}
     for account, holdings in inventory.get("accounts", {}).items():
         for kind, items in holdings.items():

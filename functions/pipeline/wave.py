@@ -45,6 +45,7 @@ def server_report(current: dict) -> dict:
         report["rollback"] = current["rollback"]
     if state.slot(current, "finalize").get("resumed"):
         # An earlier execution did everything up to finalize; this one did only what followed.
+        # NOTE: the restored instance's private IP is not in the ledger, so a resumed report has none.
         report["skippedSteps"] = [step for name, step in state.STEPS_BEFORE_FINALIZE
                                   if name not in ("claim", "cutover")]
     if report["outcome"] == CUT_OVER_WITH_FOLLOW_UP:
