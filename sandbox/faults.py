@@ -223,7 +223,7 @@ class FaultPlan:
                 endpoint._event_emitter = emitter
 
         botocore.endpoint.Endpoint._do_get_response = do_get_response
-        botocore.endpoint.time = _NoSleep()
+        botocore.endpoint.time = NoSleep()
         try:
             yield
         finally:
@@ -270,8 +270,9 @@ def error_response(url: str, service: str, kind: str) -> AWSResponse:
     return AWSResponse(url, status, headers, MockRawResponse(body))
 
 
-class _NoSleep:
-    """Stands in for the `time` module inside botocore's endpoint: everything but sleep is real."""
+class NoSleep:
+    """Stands in for the `time` module of a library that sleeps between retries (botocore's
+    endpoint, moto's Step Functions retrier): everything but sleep is real."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)

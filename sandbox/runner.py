@@ -518,7 +518,7 @@ def _patch_interpreter() -> Iterator[None]:
             return clients[(region, service)]
 
     wait_function.WaitFunction._wait_interval = lambda self, env, wait_seconds: None
-    retrier_decl.time = _NoSleep()
+    retrier_decl.time = fault_injection.NoSleep()
     lambda_eval_utils.boto_client_for = cached_client
     try:
         yield
@@ -526,17 +526,6 @@ def _patch_interpreter() -> Iterator[None]:
         wait_function.WaitFunction._wait_interval = original_wait
         retrier_decl.time = original_time
         lambda_eval_utils.boto_client_for = original_client
-
-
-class _NoSleep:
-    """Stands in for the `time` module inside moto's retrier: everything but sleep is real."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-    @staticmethod
-    def sleep(_seconds: float) -> None:
-        return None
 
 
 def _reset_pipeline_clients() -> None:
