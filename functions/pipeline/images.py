@@ -159,7 +159,9 @@ def share(current: dict) -> dict:
     image = describe(ec2, state.slot(current, "sharedImage")["imageId"])
     keys = snapshot_keys(ec2, image)
     if keys != {sharing_key}:
-        raise ImageNotShareable(f"image {image['ImageId']} is not wholly under the sharing key (keys: {sorted(map(str, keys))})")
+        raise ImageNotShareable(
+            f"image {image['ImageId']} is not wholly under the sharing key (keys: {sorted(map(str, keys))})"
+        )
 
     grant_id = _grant(sharing_key, account, names.grant_name(server_id, account))
     ledger.record(server_id, state.execution(current), "grant", grant_id)

@@ -114,7 +114,8 @@ def summarize(wave: str, execution: str, results: list[dict]) -> dict:
     )
     logger.info("Wave summarized", total=summary["total"], failed=summary["failed"])
     # The Fail state that ends a failed wave gives the summary as its cause.
-    summary["cause"] = json.dumps({key: summary[key] for key in ("wave", "execution", "total", "cutOver", "failed", "servers")})
+    fields = ("wave", "execution", "total", "cutOver", "failed", "servers")
+    summary["cause"] = json.dumps({key: summary[key] for key in fields})
     return summary
 
 
@@ -123,7 +124,8 @@ def render(summary: dict) -> str:
     lines = [summary["subject"], f"Execution: {summary['execution']}", ""]
     for server in summary["servers"]:
         if server["outcome"] in (CUT_OVER, CUT_OVER_WITH_FOLLOW_UP):
-            line = f"{server['sourceServerId']}  {server['outcome']}  {server['targetAccountId']}  {server['restoredInstanceId']}  {server['privateIpAddress']}"
+            line = "  ".join(str(server[key]) for key in (
+                "sourceServerId", "outcome", "targetAccountId", "restoredInstanceId", "privateIpAddress"))
         else:
             line = f"{server['sourceServerId']}  {server['outcome']}  at {server.get('failedStep')}"
         if server.get("error"):

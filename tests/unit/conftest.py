@@ -27,6 +27,7 @@ from tests.unit.support import (
     WAVE,
     LambdaContext,
     TargetNetwork,
+    account_client,
     forget_account_clients,
     migration_client,
     poll,
@@ -276,3 +277,15 @@ def log_lines(capsys, monkeypatch):
         return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
 
     return read
+
+
+@pytest.fixture
+def ec2():
+    """EC2 in the migration account."""
+    return migration_client("ec2")
+
+
+@pytest.fixture
+def target_ec2(target_account):
+    """EC2 in the target account, through the pipeline's role there."""
+    return account_client("ec2", target_account)

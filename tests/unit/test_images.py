@@ -30,16 +30,6 @@ TARGET_KEY_ALIAS = "alias/mgn-cutover-target"
 
 
 @pytest.fixture
-def ec2():
-    return migration_client("ec2")
-
-
-@pytest.fixture
-def target_ec2(target_account):
-    return account_client("ec2", target_account)
-
-
-@pytest.fixture
 def target_key(world, target_account) -> str:
     """The target account's own key, the one restored images are copied under."""
     return world.ensure_key(target_account, TARGET_KEY_ALIAS)

@@ -11,11 +11,6 @@ from tests.unit.support import SOURCE_SERVER_ID, TARGET_ACCOUNT, account_client,
 
 
 @pytest.fixture
-def target_ec2(target_account):
-    return account_client("ec2", target_account)
-
-
-@pytest.fixture
 def in_target(world, target_network, claimed_server, target_ec2) -> dict:
     """The state once the target account owns the restored image, and the cutover instance is known.
 

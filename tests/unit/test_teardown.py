@@ -24,16 +24,6 @@ from tests.unit.support import (
 )
 
 
-@pytest.fixture
-def ec2():
-    return migration_client("ec2")
-
-
-@pytest.fixture
-def target_ec2(target_account):
-    return account_client("ec2", target_account)
-
-
 def image_exists(ec2, image_id: str) -> bool:
     return bool(ec2.describe_images(Owners=["self"], Filters=[{"Name": "image-id", "Values": [image_id]}])["Images"])
 
