@@ -202,7 +202,10 @@ def test_globals_set_the_runtime_and_powertools(pipeline):
         "POWERTOOLS_SERVICE_NAME": "mgn-cross-account-cutover",
         "POWERTOOLS_METRICS_NAMESPACE": "MgnCutover",
         "LOG_LEVEL": "INFO",
+        # The X-Ray SDK only when the stack is told to trace AWS calls: it doubles a cold start.
+        "POWERTOOLS_TRACE_DISABLED": {"Fn::If": ["TraceAwsCallsEnabled", "false", "true"]},
     }
+    assert pipeline["Parameters"]["TraceAwsCalls"]["Default"] == "false"
 
 
 def test_secrets_are_no_echo(pipeline, target):

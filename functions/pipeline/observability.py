@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Callable
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
 from pipeline.errors import TransientAwsError
 
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
+
+
+def _tracer() -> Any:
+    """Powertools' Tracer when AWS calls are traced, else None.
+
+    Building a Tracer imports the X-Ray SDK even when tracing is disabled, and that import
+    costs a cold start about as much as boto3 itself; Lambda's active tracing records the
+    invocation without it. The stack parameter TraceAwsCalls turns the SDK on.
+    """
+    if os.environ.get("POWERTOOLS_TRACE_DISABLED", "false").lower() == "true":
+        return None
+    from aws_lambda_powertools import Tracer
+
+    return Tracer()
+
+
+tracer = _tracer()
 
 # Error codes that mean "try again later". The SDK has already retried them; the state
 # machine retries TransientAwsError with a longer backoff.
@@ -59,9 +76,9 @@ def step(handler: Callable[[dict, Any], dict]) -> Callable[[dict, Any], dict]:
             logger.warning("AWS unreachable", error=str(err))
             raise TransientAwsError(f"{type(err).__name__}: {err}") from err
 
-    return logger.inject_lambda_context(clear_state=True)(
-        tracer.capture_lambda_handler(metrics.log_metrics(wrapper))
-    )
+    measured = metrics.log_metrics(wrapper)
+    traced = tracer.capture_lambda_handler(measured) if tracer else measured
+    return logger.inject_lambda_context(clear_state=True)(traced)
 
 
 def is_transient(err: ClientError) -> bool:

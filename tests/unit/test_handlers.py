@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,8 @@ from tests.unit.support import (
     server_state,
 )
 
-HANDLERS = sorted(path.stem for path in (Path(__file__).resolve().parents[2] / "functions" / "handlers").glob("*.py"))
+ROOT = Path(__file__).resolve().parents[2]
+HANDLERS = sorted(path.stem for path in (ROOT / "functions" / "handlers").glob("*.py"))
 HANDLERS.remove("__init__")
 
 
@@ -151,15 +155,30 @@ def test_every_handler_wears_the_step_decorator(name):
     # WHEN its handler's wrappers are listed
     chain = decorators_of(handler(name))
 
-    # THEN Logger, Tracer and Metrics, then the pipeline's step wrapper (ids on every line, transient errors
-    # mapped), sit around the module's own function
+    # THEN Logger and Metrics, then the pipeline's step wrapper (ids on every line, transient errors
+    # mapped), sit around the module's own function (tracing is off here, as the stack's default)
     assert [name.split(".<locals>")[0] for name in chain] == [
         "Logger.inject_lambda_context",
-        "Tracer.capture_lambda_handler",
         "BaseProvider.log_metrics",
         "step",
         "handler",
     ]
+
+
+def test_the_tracer_wraps_every_handler_only_when_aws_calls_are_traced():
+    # GIVEN a fresh interpreter with tracing on (the stack's TraceAwsCalls=true) and one with it off
+    probe = ("import sys; sys.path.insert(0, 'functions'); import handlers.create_image as m; f = m.handler; chain = []\n"
+             "while f is not None: chain.append(f.__code__.co_qualname); f = getattr(f, '__wrapped__', None)\n"
+             "print('Tracer.capture_lambda_handler' in ' '.join(chain), 'aws_xray_sdk.core' in sys.modules)")
+
+    def run(disabled: str) -> str:
+        env = {**os.environ, "POWERTOOLS_TRACE_DISABLED": disabled, "AWS_DEFAULT_REGION": "us-east-1"}
+        return subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                              check=True).stdout.split()
+
+    # WHEN each imports a handler / THEN only the traced one wears the Tracer and loads the X-Ray SDK
+    assert run("false") == ["True", "True"]
+    assert run("true") == ["False", "False"]
 
 
 def test_normalize_handler_accepts_a_custom_event(settings, lambda_context):
