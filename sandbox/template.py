@@ -94,6 +94,7 @@ class Resolver:
                        "AWS::Partition": "aws", "AWS::StackName": refs.get("AWS::StackName", "sandbox")}
         self.refs = refs
         self.arns = arns
+        self.conditions = template.get("Conditions", {})
 
     def resolve(self, value: Any) -> Any:
         if isinstance(value, list):
@@ -104,7 +105,7 @@ class Resolver:
             return {key: self.resolve(item) for key, item in value.items()}
         (name, argument), = value.items()
         method = {"Ref": self._ref, "Fn::GetAtt": self._get_att, "Fn::Join": self._join,
-                  "Fn::Sub": self._sub, "Fn::Split": self._split}.get(name)
+                  "Fn::Sub": self._sub, "Fn::Split": self._split, "Fn::If": self._if}.get(name)
         if method is None:
             if name.startswith("Fn::") or name == "Ref":
                 raise TemplateError(f"the sandbox cannot resolve {name}")
@@ -119,6 +120,31 @@ class Resolver:
                     return [item.strip() for item in value.split(",") if item.strip()]
                 return value
         raise TemplateError(f"Ref {name}: no such parameter or stand-in resource")
+
+    def condition(self, name: str) -> bool:
+        """A condition of the template's Conditions section, for these parameter values."""
+        if name not in self.conditions:
+            raise TemplateError(f"Condition {name}: template.yaml has no such condition")
+        return self._truth(self.conditions[name])
+
+    def _truth(self, value: Any) -> bool:
+        (name, argument), = value.items()
+        if name == "Condition":
+            return self.condition(argument)
+        if name == "Fn::Equals":
+            left, right = (self.resolve(item) for item in argument)
+            return str(left) == str(right)
+        if name == "Fn::Not":
+            return not self._truth(argument[0])
+        if name == "Fn::And":
+            return all(self._truth(item) for item in argument)
+        if name == "Fn::Or":
+            return any(self._truth(item) for item in argument)
+        raise TemplateError(f"the sandbox cannot evaluate {name} in a condition")
+
+    def _if(self, argument: list) -> Any:
+        name, when_true, when_false = argument
+        return self.resolve(when_true if self.condition(name) else when_false)
 
     def _get_att(self, argument: list[str]) -> str:
         logical_id, attribute = argument
