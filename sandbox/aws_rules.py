@@ -5,8 +5,9 @@ moto's EC2, SSM, KMS or STS backends, or of moto's request handlers where the be
 parameter moto does not read; everything else stays moto's. `install()` applies every rule and
 `uninstall()` puts moto's methods back; both are idempotent.
 
-What a rule adds (poll counters, registration times, image disks) is stored on moto's own objects, so
-it is reset with them when the mock ends. How many polls a resource takes to finish is set in `pacing`.
+What a rule adds (ready times, registration times, image disks) is stored on moto's own objects, so
+it is reset with them when the mock ends. How long an operation takes, in simulated seconds on the world's
+clock (sandbox/clock.py), is set in `pacing`; each operation is recorded on the clock as it starts.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from moto.ssm.responses import SimpleSystemManagerResponse
 from moto.sts.models import sts_backends
 from moto.sts.responses import TokenResponse
 
+from sandbox import clock
+
 SSM_CORE_POLICY_ARN = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 AWS_MANAGED_EBS_ALIAS = "alias/aws/ebs"
 
@@ -54,29 +57,30 @@ AWS_MANAGED_EBS_LABEL = "aws/ebs"
 
 @dataclass
 class Pacing:
-    """How many observing calls a resource takes to finish; a World sets these from its spec."""
+    """How long AWS takes, in simulated seconds; a World sets these from its spec's `speed`.
 
-    # DescribeImages calls that include an image while it is still pending.
-    image_polls: int = 1
-    # DescribeInstances/DescribeInstanceStatus calls an instance stays pending (0: running at once).
-    instance_polls: int = 0
-    # DescribeInstanceInformation calls before a qualifying instance shows up as a managed instance.
-    ssm_registration_polls: int = 1
-    # GiB an image, a copy or a cutover launch gets through per poll, on top of the polls above; 0: size
-    # does not matter. A world's speed: a slow world with large disks makes every poll loop go round.
-    gib_per_poll: int = 0
-    # DescribeInstanceStatus calls a running instance reports its status checks as initializing.
-    status_check_polls: int = 0
-    # GetCommandInvocation calls answering InvocationDoesNotExist right after SendCommand, then InProgress.
-    command_start_polls: int = 0
-    command_polls: int = 0
+    A throughput of 0 MiB/s means at once (for tests of one step, whose clock does not move).
+    """
+
+    # CreateImage snapshots every volume of the instance, a full copy of its data the first time.
+    snapshot_mib_per_second: float = 100.0
+    # CopyImage under a new key re-encrypts every block: a full copy.
+    copy_mib_per_second: float = 75.0
+    # RunInstances: pending until running, then both status checks initializing until they pass.
+    instance_boot_seconds: float = 40.0
+    status_check_seconds: float = 180.0
+    # After the instance runs, until its SSM agent checks in (DescribeInstanceInformation Online).
+    ssm_registration_seconds: float = 90.0
+    # GetCommandInvocation answers InvocationDoesNotExist this long after SendCommand, then InProgress.
+    command_start_seconds: float = 2.0
+    command_seconds: float = 30.0
     # Document name -> what the agent writes to standard error: commands of that document end Failed.
     command_failures: dict[str, str] = field(default_factory=dict)
 
 
-def size_polls(gib: int) -> int:
-    """Extra polls a resource of `gib` GiB takes at the world's speed."""
-    return math.ceil(gib / pacing.gib_per_poll) if pacing.gib_per_poll else 0
+def transfer_seconds(gib: float, mib_per_second: float) -> float:
+    """How long `gib` GiB takes at a throughput; 0 MiB/s is at once."""
+    return gib * 1024 / mib_per_second if mib_per_second else 0.0
 
 
 pacing = Pacing()
@@ -161,12 +165,24 @@ def _shared_images(backend: Any) -> list[Ami]:
     return shared
 
 
+def _shared_image(backend: Any, image_id: str) -> Ami | None:
+    """The image `image_id` if another account owns it and lets this backend's account launch it.
+
+    The same answer as searching `_shared_images`, by id in each peer's table instead of through every image
+    of every account (a wave polls its images thousands of times)."""
+    for peer in _peer_backends(backend):
+        ami = peer.amis.get(image_id)
+        if ami is not None and ami.owner_id == peer.account_id and _launch_permitted(ami, backend.account_id):
+            return ami
+    return None
+
+
 def find_image(backend: Any, image_id: str) -> Ami | None:
     """The image `image_id` as the backend's account can see it: its own, or shared with it."""
     own = backend.amis.get(image_id)
     if own is not None:
         return own
-    return next((ami for ami in _shared_images(backend) if ami.id == image_id), None)
+    return _shared_image(backend, image_id)
 
 
 def _image_exists_anywhere(image_id: str, region: str) -> bool:
@@ -448,11 +464,14 @@ def _require_unique_name(backend: Any, name: str | None) -> None:
             raise EC2ClientError("InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI {ami.id}")
 
 
-def _start_pending(ami: Ami, failure: tuple[str, str] | None = None) -> None:
-    polls = pacing.image_polls + size_polls(sum(disk.size for disk in image_disks(ami)))
-    ami.sandbox_polls_left = polls
+def _start_pending(ami: Ami, operation: str, mib_per_second: float, failure: tuple[str, str] | None = None) -> None:
+    """The image is pending while its snapshots are written (every disk, in full), then available or failed."""
+    seconds = transfer_seconds(sum(disk.size for disk in image_disks(ami)), mib_per_second)
+    start = clock.now()
+    ami.sandbox_ready_at = start + seconds
     ami.sandbox_failure = failure
-    if polls > 0:
+    clock.record(operation, start, ami.sandbox_ready_at, full_copy=True)
+    if seconds > 0:
         ami.state = "pending"
         for snapshot in image_snapshots(ami):
             snapshot.status = "pending"
@@ -470,11 +489,10 @@ def _finish_image(ami: Ami) -> None:
 
 
 def _observe_image(ami: Ami) -> None:
-    """One DescribeImages call that includes the image: a pending image gets one poll closer to done."""
-    if ami.state != "pending" or not hasattr(ami, "sandbox_polls_left"):
+    """A DescribeImages call that includes the image: a pending image whose time has come is done."""
+    if ami.state != "pending" or not hasattr(ami, "sandbox_ready_at"):
         return
-    ami.sandbox_polls_left -= 1
-    if ami.sandbox_polls_left < 0:
+    if clock.now() >= ami.sandbox_ready_at:
         _finish_image(ami)
 
 
@@ -486,7 +504,7 @@ class ImagesVisibleWhereShared(Rule):
 
     AWS shows a shared image, owner id and all, to the account named in its launch permission, by image
     id and under ExecutableUsers=["self"], and without the owner's tags; removing the permission hides it
-    again. Each call also moves a pending image one poll closer to available (see `pacing`).
+    again. A call that includes a pending image whose time has come shows it available (see `pacing`).
     """
 
     def replacements(self):
@@ -501,7 +519,13 @@ def _describe_images(self: AmisResponse) -> ActionResult:
     users = self._get_param("ExecutableUsers", [])
     filters = self._filters_from_querystring()
 
-    shared = [ami for ami in _shared_images(backend) if _image_wanted(ami, backend.account_id, ids, owners, users)]
+    if len(ids) == 1:
+        # The pipeline's polls name one image: found by id, not by listing every account's images.
+        found = _shared_image(backend, ids[0])
+        candidates = [found] if found is not None else []
+    else:
+        candidates = _shared_images(backend)
+    shared = [ami for ami in candidates if _image_wanted(ami, backend.account_id, ids, owners, users)]
     if filters:
         shared = generic_filter(filters, shared)
     own_ids = [image_id for image_id in ids if image_id not in {ami.id for ami in shared}]
@@ -624,7 +648,7 @@ def _create_image(original: Callable) -> Callable:
             deleted_with_instance = bool(mapping.delete_on_termination)
             disks.append(ImageDisk(device_name, snapshot.id, volume.size, volume.volume_type, deleted_with_instance))
         _give_disks(ami, disks, instance.root_device_name)
-        _start_pending(ami)
+        _start_pending(ami, "CreateImage", pacing.snapshot_mib_per_second)
         return ami
 
     return create_image
@@ -651,7 +675,9 @@ class CopyImageAcrossAccountsAndKeys(Rule):
     the storage of this ami"). Encrypted=True with KmsKeyId K gives snapshots under K's ARN; without
     KmsKeyId an encrypted copy keeps the source key in the same account. A key the destination cannot use
     fails the copy later, not the call: the image goes pending, then failed. ClientToken makes the call
-    idempotent, TagSpecifications and CopyImageTags tag the copy, and the copy starts pending.
+    idempotent, TagSpecifications and CopyImageTags tag the copy, and the copy starts pending. A copy
+    beyond `limits.concurrent_image_copies` copies in flight in the destination account and region is
+    refused (ResourceLimitExceeded), as EC2 refuses it.
     """
 
     def replacements(self):
@@ -686,6 +712,7 @@ def _copy_image(self, source_image_id: str, source_region: str | None, name: str
     tokens = self.__dict__.setdefault("sandbox_copy_tokens", {})
     if client_token and tokens.get(client_token) in self.amis:
         return self.amis[tokens[client_token]]
+    _require_a_free_copy_slot(self)
 
     source_region = source_region or self.region_name
     source = find_image(ec2_backend(self.account_id, source_region), source_image_id)
@@ -710,10 +737,43 @@ def _copy_image(self, source_image_id: str, source_region: str | None, name: str
     tags = tags_of(source) if copy_image_tags and source.owner_id == self.account_id else {}
     ami.add_tags({**tags, **(image_tags or {})})
     self.amis[ami.id] = ami
-    _start_pending(ami, failure)
+    _start_pending(ami, "CopyImage", pacing.copy_mib_per_second, failure)
     if client_token:
         tokens[client_token] = ami.id
     return ami
+
+
+@dataclass
+class Limits:
+    """AWS quotas the sandbox enforces; a World sets them from its spec's `limits`."""
+
+    # AMI copies in flight at once per destination account and region (AWS documents about 50).
+    concurrent_image_copies: int = 50
+
+
+limits = Limits()
+
+
+def copies_in_flight(backend: Any) -> list[Ami]:
+    """The destination account's copies still pending (a copy whose time has come is finished first)."""
+    in_flight = []
+    for ami in list(backend.amis.values()):
+        if getattr(ami, "source_image_id", None) is None or ami.owner_id != backend.account_id:
+            continue
+        _observe_image(ami)
+        if ami.state == "pending":
+            in_flight.append(ami)
+    return in_flight
+
+
+def _require_a_free_copy_slot(backend: Any) -> None:
+    running = len(copies_in_flight(backend))
+    if running >= limits.concurrent_image_copies:
+        raise EC2ClientError(
+            "ResourceLimitExceeded",
+            f"You have reached the limit of {limits.concurrent_image_copies} concurrent AMI copies in "
+            f"{backend.region_name} ({running} in progress). Wait for a copy to complete, then try again.",
+        )
 
 
 def _require_storage_access(source: Ami, account_id: str) -> None:
@@ -771,14 +831,25 @@ class LaunchFromImageDisks(Rule):
     AWS creates one volume per block device mapping of the image (size, type, snapshot), overridden by
     the request's mapping of the same device: Encrypted with KmsKeyId re-encrypts under that key,
     otherwise a volume keeps its snapshot's encryption. Another account's image needs launch permission
-    (else InvalidAMIID.NotFound). A volume under a key the account cannot use makes the instance
-    terminate right after launch (state reason Client.InternalError). moto gives every instance one
-    blank 8 GiB volume instead.
+    (else InvalidAMIID.NotFound), but not createVolumePermission on its snapshots: EC2 gives the launch
+    access to them. A volume under a key the account cannot use (the snapshot's to read, the mapping's to
+    write) makes the instance terminate right after launch (state reason Client.InternalError). A mapping
+    cannot take the encryption off an encrypted snapshot's volume (Encrypted false:
+    InvalidBlockDeviceMapping), and a KmsKeyId needs Encrypted true (InvalidParameterDependency).
+    GetEbsDefaultKmsKeyId answers the account's default EBS key, which moto does not implement.
+    moto gives every instance one blank 8 GiB volume instead.
     """
 
     def replacements(self):
         yield InstanceResponse, "_parse_block_device_mapping", lambda original: _parse_mappings_keeping_unset
         yield InstanceBackend, "run_instances", _run_instances
+        yield ElasticBlockStore, "get_ebs_default_kms_key_id", lambda original: _get_ebs_default_kms_key_id
+
+
+def _get_ebs_default_kms_key_id(self: ElasticBlockStore) -> ActionResult:
+    self.error_on_dryrun()
+    backend = self.ec2_backend
+    return ActionResult({"KmsKeyId": backend.default_kms_key_id or backend._create_default_encryption_key()})
 
 
 _EBS_FIELDS = ("SnapshotId", "VolumeSize", "DeleteOnTermination", "VolumeType", "Iops", "Encrypted", "KmsKeyId")
@@ -851,6 +922,14 @@ def _volume_request(backend: Any, device_name: str, ebs: dict, snapshot: Snapsho
                     disk: ImageDisk | None) -> dict:
     requested_key = ebs.get("KmsKeyId")
     wants_encryption = _truthy(ebs.get("Encrypted"))
+    if ebs.get("Encrypted") is not None and not wants_encryption and snapshot is not None and snapshot.encrypted:
+        # NOTE: AWS documents that encryption is never removed, not the code of the refusal; this is EC2's
+        # code for a mapping it will not build.
+        raise EC2ClientError("InvalidBlockDeviceMapping",
+                             f"Encrypted false cannot remove the encryption of {device_name}: its snapshot "
+                             f"{snapshot.id} is encrypted")
+    if requested_key and not wants_encryption:
+        raise InvalidParameterDependency("KmsKeyId", "Encrypted")
     if requested_key:
         key = key_arn(requested_key, backend.account_id, backend.region_name)
     elif snapshot is not None and snapshot.encrypted:
@@ -899,11 +978,32 @@ def _settle_new_instance(backend: Any, instance: Instance, image: Ami | None, so
         instance.terminate()
         instance.state_reason = StateReason("Client.InternalError: Client error on launch", "Client.InternalError")
         instance._reason = "Server.InternalError"
-    elif pacing.instance_polls > 0:
+    elif not getattr(_service_launch, "active", False):
+        _boot(instance)
+
+
+# An instance another service launches (MGN's cutover instance) boots within that service's own duration.
+_service_launch = threading.local()
+
+
+@contextmanager
+def launched_by_service() -> Iterator[None]:
+    """RunInstances calls in the block come from a service whose own duration covers the boot."""
+    _service_launch.active = True
+    try:
+        yield
+    finally:
+        _service_launch.active = False
+
+
+def _boot(instance: Instance) -> None:
+    start = clock.now()
+    instance.sandbox_running_at = start + pacing.instance_boot_seconds
+    instance.sandbox_checks_ok_at = instance.sandbox_running_at + pacing.status_check_seconds
+    clock.record("RunInstances (to running)", start, instance.sandbox_running_at)
+    clock.record("Status checks", instance.sandbox_running_at, instance.sandbox_checks_ok_at)
+    if pacing.instance_boot_seconds > 0:
         instance._state = InstanceState("pending", 0)
-        instance.sandbox_polls_left = pacing.instance_polls
-    else:
-        instance.sandbox_checks_left = pacing.status_check_polls
 
 
 def _source_keys(image: Ami | None) -> list[str]:
@@ -913,11 +1013,11 @@ def _source_keys(image: Ami | None) -> list[str]:
 
 
 class InstancesStartPending(Rule):
-    """A launched instance is pending for a few DescribeInstances/DescribeInstanceStatus calls, then running,
-    and its status checks report initializing for a few DescribeInstanceStatus calls more, then ok.
+    """A launched instance is pending until it has booted, then running with both status checks initializing
+    until they pass, then ok (`pacing`: instance boot and status check seconds).
 
-    Off unless `pacing.instance_polls` (or `status_check_polls`) is above 0; moto starts instances running
-    with both checks ok at once.
+    moto starts instances running with both checks ok at once. An instance is seen to change when a
+    DescribeInstances or DescribeInstanceStatus call includes it.
     """
 
     def replacements(self):
@@ -928,20 +1028,15 @@ class InstancesStartPending(Rule):
 
 
 def _observe_instance(instance: Instance) -> None:
-    if not hasattr(instance, "sandbox_polls_left"):
-        return
-    instance.sandbox_polls_left -= 1
-    if instance.sandbox_polls_left < 0:
-        del instance.sandbox_polls_left
+    if instance.state == "pending" and clock.now() >= getattr(instance, "sandbox_running_at", math.inf):
         instance._state = InstanceState("running", 16)
-        instance.sandbox_checks_left = instance.sandbox_checks_shown = pacing.status_check_polls
 
 
 def _observing_instances(original: Callable) -> Callable:
     def describe(self) -> ActionResult:
         ids = self._get_param("InstanceIds", [])
         for instance in self.ec2_backend.all_instances():
-            if (not ids or instance.id in ids) and instance.state == "pending":
+            if not ids or instance.id in ids:
                 _observe_instance(instance)
         return original(self)
 
@@ -952,13 +1047,7 @@ def _observing_instance_statuses(original: Callable) -> Callable:
     def describe(self) -> ActionResult:
         ids = self._get_param("InstanceIds", [])
         for instance in self.ec2_backend.all_instances():
-            if (ids and instance.id not in ids) or instance.state != "running":
-                continue
-            # Checked before counting down, so the call that sees the instance start still says initializing.
-            instance.sandbox_checks_shown = getattr(instance, "sandbox_checks_left", 0)
-            instance.sandbox_checks_left = max(0, instance.sandbox_checks_shown - 1)
-        for instance in self.ec2_backend.all_instances():
-            if (not ids or instance.id in ids) and instance.state == "pending":
+            if not ids or instance.id in ids:
                 _observe_instance(instance)
         return original(self)
 
@@ -967,7 +1056,7 @@ def _observing_instance_statuses(original: Callable) -> Callable:
 
 def _checks_while_initializing(original: property) -> Callable:
     def status(self: Instance) -> dict[str, Any]:
-        if self.state_code == 16 and getattr(self, "sandbox_checks_shown", 0) > 0:
+        if self.state_code == 16 and clock.now() < getattr(self, "sandbox_checks_ok_at", 0.0):
             return {"Details": [{"Name": "reachability", "Status": "initializing"}], "Status": "initializing"}
         return original.fget(self)
 
@@ -1063,7 +1152,7 @@ class ManagedInstancesRegister(Rule):
 
     An instance qualifies when it runs with an instance profile whose role has AmazonSSMManagedInstanceCore;
     it shows in DescribeInstanceInformation (moto has none) with PingStatus Online after
-    `pacing.ssm_registration_polls` calls, and ConnectionLost once stopped. SendCommand to an instance
+    `pacing.ssm_registration_seconds` of running, and ConnectionLost once stopped. SendCommand to an instance
     that is not an online managed instance fails with InvalidInstanceId, as in AWS; moto also adds every
     instance of the account to a command sent without Targets, which AWS does not.
     Documents, parameters and how long a command takes are SsmCommandsLikeRunCommand's.
@@ -1111,14 +1200,17 @@ def _instance_information_filters(old_style: list[dict], new_style: list[dict]) 
 
 
 def _check_in(backend: Any) -> list[Instance]:
-    """One DescribeInstanceInformation call: qualifying agents get one poll closer; registered ones are returned."""
+    """One DescribeInstanceInformation call: the qualifying agents that have checked in by now, registered."""
     registered = []
     for instance in backend.all_instances():
+        _observe_instance(instance)
         if instance.state == "running" and _has_ssm_role(backend.account_id, instance):
-            seen = getattr(instance, "sandbox_ssm_polls", 0) + 1
-            instance.sandbox_ssm_polls = seen
-            if seen > pacing.ssm_registration_polls and not hasattr(instance, "sandbox_ssm_registered"):
+            # An instance running since before the sandbox's rules (a service launched it) registers at once.
+            due = getattr(instance, "sandbox_running_at", -math.inf) + pacing.ssm_registration_seconds
+            if clock.now() >= due and not hasattr(instance, "sandbox_ssm_registered"):
                 instance.sandbox_ssm_registered = utcnow()
+                if hasattr(instance, "sandbox_running_at"):
+                    clock.record("SSM registration", instance.sandbox_running_at, due)
         if hasattr(instance, "sandbox_ssm_registered") and instance.state != "terminated":
             registered.append(instance)
     return registered
@@ -1280,8 +1372,8 @@ class SsmCommandsLikeRunCommand(Rule):
 
     Like AWS: a document that neither AWS nor the account owns is InvalidDocument; a parameter the document
     does not define, or a required one left out, is InvalidParameters. GetCommandInvocation answers
-    InvocationDoesNotExist for the first `pacing.command_start_polls` calls after SendCommand, then
-    InProgress for `pacing.command_polls` calls, then Success, or Failed with the agent's error output for a
+    InvocationDoesNotExist for `pacing.command_start_seconds` after SendCommand, then InProgress for
+    `pacing.command_seconds`, then Success, or Failed with the agent's error output for a
     document the world makes fail. moto accepts any document and finishes every command Success at once.
     NOTE: only the AWS-owned documents the pipeline sends (and the two shell ones) are known, with the
     parameters their documentation lists.
@@ -1334,7 +1426,11 @@ def _checking_documents(original: Callable) -> Callable:
                                     "document. You can only supply values to parameters defined in the Systems "
                                     f"Manager document. (not defined: {unknown}; missing: {missing})")
         command = original(self, *args, **kwargs)
-        command.sandbox_timing = (pacing.command_start_polls, pacing.command_polls, pacing.command_failures.get(name))
+        sent = clock.now()
+        started = sent + pacing.command_start_seconds
+        done = started + pacing.command_seconds
+        command.sandbox_timing = (started, done, pacing.command_failures.get(name))
+        clock.record(f"SSM command {name}", sent, done)
         return command
 
     return send_command
@@ -1342,14 +1438,13 @@ def _checking_documents(original: Callable) -> Callable:
 
 def _invocation_over_time(original: Callable) -> Callable:
     def get_invocation(self: Command, instance_id: str, plugin_name: str | None) -> dict[str, Any]:
-        start_polls, running_polls, failure = getattr(self, "sandbox_timing", (0, 0, None))
-        reads = self.__dict__.setdefault("sandbox_reads", {})
-        reads[instance_id] = seen = reads.get(instance_id, 0) + 1
-        if seen <= start_polls:
+        started, done, failure = getattr(self, "sandbox_timing", (-math.inf, -math.inf, None))
+        now = clock.now()
+        if now < started:
             raise RESTError("InvocationDoesNotExist", "An error occurred (InvocationDoesNotExist) when calling the "
                             "GetCommandInvocation operation")
         invocation = original(self, instance_id, plugin_name)
-        if seen <= start_polls + running_polls:
+        if now < done:
             return {**invocation, "Status": "InProgress", "StatusDetails": "InProgress"}
         if failure is not None and invocation.get("Status") == "Success":
             invocation.update(Status="Failed", StatusDetails="Failed", ResponseCode=1, StandardErrorContent=failure)
@@ -1481,6 +1576,48 @@ class KeyPairsOnlyWhenUsed(Rule):
         yield moto_kms_models, "generate_private_key", lambda original: lambda spec: _LazyKeyPair(original, spec)
 
 
+class TagsLookedUpByResource(Rule):
+    """Not an AWS behaviour but a speed fix: moto finds one EC2 resource's tags by matching a pattern against
+    every tag of the account, for every resource it describes, so a describe call grew with the square of the
+    account's size. The same tags, in the same order, are read straight from the resource's entry."""
+
+    def replacements(self):
+        from moto.ec2.models.core import TaggedEC2Resource
+
+        yield TaggedEC2Resource, "get_tags", lambda original: _tags_of_resource
+
+
+def _tags_of_resource(self: Any) -> list[dict[str, str]]:
+    from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
+
+    if not self.id:
+        return []
+    kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(self.id), "")
+    return [{"resource_id": self.id, "key": key, "value": value, "resource_type": kind}
+            for key, value in dict(self.ec2_backend.tags.get(self.id, {})).items()]
+
+
+class ResponseMethodsListedOnce(Rule):
+    """Not an AWS behaviour but a speed fix: moto lists a response class's methods (inspect.getmembers, about
+    a millisecond) on every request it answers; a class's methods do not change, so each is listed once."""
+
+    def replacements(self):
+        from moto.core import responses as moto_responses
+
+        yield moto_responses, "method_names_from_class", _listed_once
+
+
+def _listed_once(original: Callable[[type], list[str]]) -> Callable[[type], list[str]]:
+    listed: dict[type, list[str]] = {}
+
+    def method_names(clazz: type) -> list[str]:
+        if clazz not in listed:
+            listed[clazz] = original(clazz)
+        return list(listed[clazz])
+
+    return method_names
+
+
 class _LazyKeyPair:
     def __init__(self, generate: Callable[[str], Any], key_spec: str):
         self._generate, self._key_spec, self._pair = generate, key_spec, None
@@ -1505,4 +1642,6 @@ RULES: list[Rule] = [
     SsmCommandsLikeRunCommand(),
     AssumeRoleFollowsTrustPolicy(),
     KeyPairsOnlyWhenUsed(),
+    TagsLookedUpByResource(),
+    ResponseMethodsListedOnce(),
 ]

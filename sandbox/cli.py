@@ -4,8 +4,12 @@
     python -m sandbox rehearse --event events/cutover-requested.json [--enable-mgn-launch-events]
     python -m sandbox invoke CreateImageFunction --event events/functions/create_image.json
     python -m sandbox rehearse REQUEST --fault ec2:CreateImage:throttle:1-5 --fault CreateImageFunction:crash-after
+    python -m sandbox rehearse REQUEST --approve | --reject REASON [--approver NAME]
     python -m sandbox fault-matrix REQUEST [--world FILE] [--kinds throttle,5xx,crash-after] [--operations ...]
     python -m sandbox iam-report [--json]
+    python -m sandbox preflight REQUEST [--world FILE] [--json]
+    python -m sandbox benchmark [--sizes 1,10,100,500] [--paths direct,classic] [--json] [--markdown FILE]
+    python -m sandbox benchmark --imports
 
 `rehearse` runs the real state machine on a simulated migration account and its target
 accounts and ends with a report; `invoke` is the Docker-free stand-in for
@@ -20,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from sandbox import report
+from sandbox import report, wave_benchmark
 from sandbox.faults import KINDS, MATRIX_KINDS, FaultSpecError, passed, render_matrix, run_matrix
 from sandbox.runner import Sandbox, SandboxError, load_json
 
@@ -55,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     rehearse.add_argument("--fault", action="append", default=[], metavar="FAULT",
                           help="inject a fault: [SCOPE/]SERVICE:Operation:KIND[:CALLS] or TARGET:crash-after[:CALLS]"
                                " (repeatable; see sandbox/faults.py)")
+    gate = rehearse.add_mutually_exclusive_group()
+    gate.add_argument("--approve", action="store_true",
+                      help="approve the wave at its approval gate as soon as it waits (options.approval.required)")
+    gate.add_argument("--reject", metavar="REASON", help="reject the wave at its approval gate, with this reason")
+    rehearse.add_argument("--approver", default="rehearsal", help="the name the answer is given in (default rehearsal)")
     rehearse.set_defaults(run=_rehearse)
 
     matrix = commands.add_parser("fault-matrix", help="rehearse once per (operation x fault kind) and tabulate")
@@ -77,7 +86,32 @@ def _parser() -> argparse.ArgumentParser:
     iam_report = commands.add_parser("iam-report", help="rehearse the IAM scenarios: calls refused, permissions unused")
     iam_report.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     iam_report.set_defaults(run=_iam_report)
+    preflight = commands.add_parser("preflight", help="run the read-only preflight of a request: a table of checks")
+    preflight.add_argument("request", help="a request file (its mode is set to preflight)")
+    preflight.add_argument("--world", help="a world file, e.g. sandbox/worlds/preflight-problems.json")
+    preflight.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    preflight.set_defaults(run=_preflight)
+    benchmark = commands.add_parser("benchmark", help="rehearse generated waves: per-server cost, direct vs classic")
+    wave_benchmark.add_arguments(benchmark)
+    benchmark.set_defaults(run=wave_benchmark.run_command)
     return parser
+
+
+def _preflight(args: argparse.Namespace) -> int:
+    import contextlib
+    import io
+
+    from sandbox import preflight
+
+    # The handlers' metrics are printed (as Lambda's embedded metric format); stdout is the table's.
+    with contextlib.redirect_stdout(io.StringIO()):
+        rehearsal, servers = preflight.run(load_json(args.request), load_json(args.world) if args.world else None)
+    if args.json:
+        print(json.dumps({"status": rehearsal.status, "error": rehearsal.error, "servers": servers,
+                          "inventory": rehearsal.inventory}, indent=2, default=str))
+    else:
+        print(preflight.render(rehearsal, servers))
+    return EXIT_SUCCEEDED if rehearsal.status == "SUCCEEDED" else EXIT_FAILED
 
 
 def _iam_report(args: argparse.Namespace) -> int:
@@ -115,16 +149,31 @@ def _rehearse(args: argparse.Namespace) -> int:
         return _rehearse_event(args)
     request = load_json(args.request)
     world = load_json(args.world) if args.world else None
+    answer = _gate_answer(args)
+    gated = isinstance(request, dict) and ((request.get("options") or {}).get("approval") or {}).get("required")
+    if gated and answer is None:
+        print("sandbox: the request has an approval gate; without --approve or --reject REASON the rehearsal waits"
+              " for its deadline (options.approval.timeoutSeconds, real seconds)", file=sys.stderr)
     started = time.monotonic()
     progress = None if args.json else _progress_printer(started)
     with Sandbox(request, world, progress=progress, log_stream=sys.stderr if args.verbose else None,
                  faults=args.fault) as sandbox:
+        sandbox.gate_answer = answer
         rehearsal = sandbox.rehearse()
     if args.json:
         print(json.dumps(rehearsal.as_json(), indent=2, default=str))
     else:
         print(report.render(rehearsal, time.monotonic() - started))
     return EXIT_SUCCEEDED if rehearsal.status == "SUCCEEDED" else EXIT_FAILED
+
+
+def _gate_answer(args: argparse.Namespace) -> tuple[str, str, str | None] | None:
+    """What the rehearsal answers at the approval gate: approve, reject with a reason, or nothing."""
+    if args.reject is not None and not args.reject.strip():
+        raise SandboxError("--reject needs a reason: it is what the report and the rollback record")
+    if args.approve:
+        return "approve", args.approver, None
+    return ("reject", args.approver, args.reject) if args.reject is not None else None
 
 
 def _rehearse_event(args: argparse.Namespace) -> int:

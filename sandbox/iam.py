@@ -362,6 +362,12 @@ class Requests:
         return [Request(action, [self._server_arn(params["sourceServerID"])])]
 
     _mgn_change_server_life_cycle_state = _mgn_finalize_cutover
+    _mgn_get_launch_configuration = _mgn_finalize_cutover
+    _mgn_get_replication_configuration = _mgn_finalize_cutover
+    _kms_get_key_policy = _kms_revoke_grant
+
+    def _iam_get_instance_profile(self, action: str, params: dict) -> list[Request]:
+        return [Request(action, [f"arn:aws:iam::{self.account}:instance-profile/{params['InstanceProfileName']}"])]
 
     def _ssm_send_command(self, action: str, params: dict) -> list[Request]:
         name = params["DocumentName"]
@@ -583,7 +589,8 @@ class Scenario:
     name: str
     request: str
     world: str | None = None
-    # Changes the world before the rehearsal (given the Sandbox), for a failure a world file cannot describe.
+    # Changes the world before the rehearsal (given the Sandbox), for a failure a world file cannot describe;
+    # or "launchFails" (the second server's launch fails), or "approve" (the approval gate on, and approved).
     prepare: Any = None
 
 
@@ -599,8 +606,11 @@ def _first_server_only(request: dict) -> dict:
 SCENARIOS = [
     Scenario("console wave", "events/console-wave.json"),
     Scenario("MGN console launch event", "events/mgn-launch-result.json", "sandbox/worlds/mgn-console-launch.json"),
+    Scenario("MGN wave", "events/mgn-wave.json", "sandbox/worlds/mgn-wave.json"),
     Scenario("cutover launch fails in MGN", "events/console-wave.json", None, "launchFails"),
     Scenario("restore fails in the target account", "events/console-wave.json", None, _remove_first_security_group),
+    Scenario("approval gate, approved", "events/console-wave.json", None, "approve"),
+    Scenario("preflight wave", "events/preflight-wave.json", "sandbox/worlds/preflight-problems.json"),
 ]
 
 
@@ -655,9 +665,14 @@ def rehearse_scenarios(scenarios: list[Scenario] = SCENARIOS, log_stream: Any = 
             world = {"servers": {request["servers"][1]["sourceServerId"]: {"launchFails": True}}}
         elif callable(scenario.prepare):
             request = _first_server_only(request)
+        elif scenario.prepare == "approve":
+            request = {**request, "options": {**request.get("options", {}), "approval": {"required": True}}}
         with Sandbox(request, world, log_stream=log_stream) as sandbox:
             if callable(scenario.prepare):
                 scenario.prepare(sandbox)
+            elif scenario.prepare == "approve":
+                # Answered as soon as the wave waits at its gate, as an operator would.
+                sandbox.gate_answer = ("approve", "iam-scenario", None)
             rehearsal = sandbox.rehearse()
             outcomes[scenario.name] = rehearsal.status
             shown += [json.dumps(rehearsal.output), json.dumps(rehearsal.cause), json.dumps(rehearsal.notifications),

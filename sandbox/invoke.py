@@ -16,7 +16,7 @@ from typing import Any
 from sandbox.runner import Sandbox, SandboxError
 
 # Fields of the per-server state that come from the request rather than from a step.
-_REQUEST_FIELDS = ("execution", "wave", "options", "server")
+_REQUEST_FIELDS = ("execution", "wave", "options", "server", "mode", "waveServers")
 
 
 class _Stop(Exception):
@@ -49,8 +49,10 @@ def _state_of(event: Any) -> dict | None:
 def _request_for(event: Any, state: dict | None) -> Any:
     """The request whose world the event needs."""
     if state is not None:
-        return {"wave": state.get("wave", "wave"), "servers": [_request_server(state["server"])],
-                "options": state.get("options", {})}
+        request = {"wave": state.get("wave", "wave"), "servers": [_request_server(state["server"])],
+                   "options": state.get("options", {})}
+        # A preflight's per-server state says so: the rehearsal then runs the preflight, not a cutover.
+        return {**request, "mode": state["mode"]} if state.get("mode") else request
     if isinstance(event, dict) and isinstance(event.get("results"), list):
         return {"servers": [{"sourceServerId": result["sourceServerId"],
                              "target": {"accountId": result["targetAccountId"]}} for result in event["results"]]}

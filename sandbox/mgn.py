@@ -6,11 +6,15 @@ in REST-JSON before moto's catch-all stubber would answer 404. The caller's acco
 request's access key, the way moto maps the keys of assumed roles to accounts.
 
 The simulator holds source servers and jobs. StartCutover moves a server from READY_FOR_CUTOVER to
-CUTTING_OVER and creates a PENDING job; the job reports STARTED for `job_polls` DescribeJobs calls (one
-more per `gib_per_poll` GiB of its servers' disks, when the world sets a speed), then COMPLETED, and at
-that moment the cutover instance is launched in moto's EC2 of the server's account, one volume per
+CUTTING_OVER and creates a PENDING job; the job reports STARTED for `launch_seconds` of simulated time
+(sandbox/clock.py), plus the time to convert its servers' disks at `conversion_mib_per_second`, then
+COMPLETED, and at that moment the cutover instance is launched in moto's EC2 of the server's account, one volume per
 replicated disk, encrypted under the server's replication key. FinalizeCutover
 and ChangeServerLifeCycleState follow the lifecycle rules of the MGN API reference.
+
+Waves and applications group the servers: ListWaves, ListApplications and DescribeSourceServers answer
+with their filters (ids, archived or not, a wave's applications, an application's servers) and page their
+answers by `maxResults` (default `page_size`) and `nextToken`.
 
 NOTE: MGN's EventBridge events (launch results, lifecycle changes) are not emitted, replication servers and
 staging disks do not exist in EC2, and error messages are worded like AWS's, not copied from it.
@@ -18,6 +22,7 @@ staging disks do not exist in EC2, and error messages are worded like AWS's, not
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -36,6 +41,8 @@ from botocore.handlers import BUILTIN_HANDLERS
 from moto.core.botocore_stubber import MockRawResponse
 from moto.iam.models import get_account_id_from
 from moto.moto_api._internal import mock_random
+
+from sandbox import aws_rules, clock
 
 DEFAULT_ACCOUNT = "123456789012"
 DEFAULT_REGION = "us-east-1"
@@ -114,8 +121,11 @@ class SourceServer:
     launch: LaunchSettings
     life_cycle: str = "READY_FOR_CUTOVER"
     replication_state: str = "CONTINUOUS"
+    # How far replication lags behind the source (MGN's lagDuration); a world sets it with the state.
+    replication_lag_seconds: int = 0
     launch_fails: bool = False
     is_archived: bool = False
+    application_id: str | None = None
     launched_instance_id: str | None = None
     launched_job_id: str | None = None
     last_cutover: dict[str, dict] = field(default_factory=dict)
@@ -130,6 +140,43 @@ class SourceServer:
 
 
 @dataclass
+class Wave:
+    """An MGN wave: a group of applications cut over together."""
+
+    wave_id: str
+    name: str
+    account_id: str
+    region: str
+    is_archived: bool = False
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    created: str = field(default_factory=_now)
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:mgn:{self.region}:{self.account_id}:wave/{self.wave_id}"
+
+
+@dataclass
+class Application:
+    """An MGN application: a group of source servers, in at most one wave."""
+
+    application_id: str
+    name: str
+    account_id: str
+    region: str
+    wave_id: str | None = None
+    is_archived: bool = False
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    created: str = field(default_factory=_now)
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:mgn:{self.region}:{self.account_id}:application/{self.application_id}"
+
+
+@dataclass
 class Participant:
     source_server_id: str
     launch_status: str = "PENDING"
@@ -139,14 +186,14 @@ class Participant:
 
 @dataclass
 class Job:
-    """A launch job; `polls_left` counts the DescribeJobs calls it still reports STARTED."""
+    """A launch job; it reports STARTED until `ready_at` on the world's clock."""
 
     job_id: str
     account_id: str
     region: str
     participants: list[Participant]
     tags: dict[str, str]
-    polls_left: int
+    ready_at: float
     status: str = "PENDING"
     created: str = field(default_factory=_now)
     ended: str | None = None
@@ -170,14 +217,18 @@ Launcher = Callable[[SourceServer, Job], str]
 class MgnSimulator:
     """The MGN state of one sandbox world: source servers, jobs, and the accounts MGN is initialized in."""
 
-    def __init__(self, job_polls: int = 1, initialized_accounts: set[str] | None = None,
-                 launcher: Launcher | None = None, gib_per_poll: int = 0):
-        self.job_polls = job_polls
-        # The world's speed: a launch takes one DescribeJobs call more per this many GiB of its servers' disks.
-        self.gib_per_poll = gib_per_poll
+    def __init__(self, launch_seconds: float = 0.0, initialized_accounts: set[str] | None = None,
+                 launcher: Launcher | None = None, conversion_mib_per_second: float = 0.0):
+        # The world's speed: a launch job's fixed part, and the rate MGN converts its servers' disks at.
+        self.launch_seconds = launch_seconds
+        self.conversion_mib_per_second = conversion_mib_per_second
         self.initialized_accounts = set(initialized_accounts or {DEFAULT_ACCOUNT})
         self.servers: dict[str, SourceServer] = {}
         self.jobs: dict[str, Job] = {}
+        self.waves: dict[str, Wave] = {}
+        self.applications: dict[str, Application] = {}
+        # Items per page of a list answer when the call gives no maxResults.
+        self.page_size = 1000
         self._launch = launcher or launch_cutover_instance
         self._lock = threading.RLock()
 
@@ -204,6 +255,30 @@ class MgnSimulator:
         self.initialized_accounts.add(account_id)
         self.servers[source_server_id] = server
         return server
+
+    def add_wave(self, name: str, account_id: str = DEFAULT_ACCOUNT, region: str = DEFAULT_REGION, *,
+                 wave_id: str | None = None, archived: bool = False) -> Wave:
+        """A wave named `name`; its id is derived from the name unless given, so a world keeps its ids."""
+        wave = Wave(wave_id or stable_id("wave-", account_id, name), name, account_id, region, archived)
+        self.initialized_accounts.add(account_id)
+        self.waves[wave.wave_id] = wave
+        return wave
+
+    def add_application(self, name: str, account_id: str = DEFAULT_ACCOUNT, region: str = DEFAULT_REGION, *,
+                        application_id: str | None = None, wave_id: str | None = None, archived: bool = False,
+                        server_ids: list[str] | None = None) -> Application:
+        """An application of these source servers (which leave any application they were in), in `wave_id`."""
+        if wave_id is not None and wave_id not in self.waves:
+            raise ValueError(f"no wave {wave_id} to put application {name!r} in")
+        application = Application(application_id or stable_id("app-", account_id, name), name, account_id, region,
+                                  wave_id, archived)
+        for server_id in server_ids or []:
+            if self._find_server(account_id, server_id) is None:
+                raise ValueError(f"application {name!r} names source server {server_id}, which MGN does not hold")
+            self.servers[server_id].application_id = application.application_id
+        self.initialized_accounts.add(account_id)
+        self.applications[application.application_id] = application
+        return application
 
     # --- dispatch ------------------------------------------------------------------------------------------
 
@@ -239,15 +314,18 @@ class MgnSimulator:
         with self._lock:
             servers = [self._server_for_launch(self.servers[i].account_id, i) for i in source_server_ids]
             job = self._start_job(servers, {}, job_id)
-            job.polls_left = 0
+            job.ready_at = clock.now()
             self._advance(job)
             return job
 
     def _start_job(self, servers: list[SourceServer], tags: dict[str, str], job_id: str | None = None) -> Job:
         gib = sum(sum(server.disks_gib) for server in servers)
-        polls = self.job_polls + (-(-gib // self.gib_per_poll) if self.gib_per_poll else 0)
+        start = clock.now()
+        ready_at = start + self.launch_seconds + aws_rules.transfer_seconds(gib, self.conversion_mib_per_second)
         job = Job(job_id or _random_id("mgnjob-"), servers[0].account_id, servers[0].region,
-                  [Participant(server.source_server_id) for server in servers], tags, polls)
+                  [Participant(server.source_server_id) for server in servers], tags, ready_at)
+        for server in servers:
+            clock.active().record(server.source_server_id, "MGN cutover launch", start, ready_at)
         job.record("JOB_START")
         for server in servers:
             server.life_cycle = "CUTTING_OVER"
@@ -290,11 +368,26 @@ class MgnSimulator:
         return _page(items, params)
 
     def op_describe_source_servers(self, account_id: str, params: dict) -> dict:
-        filters = params.get("filters") or {}
+        filters = _checked_filters(params, ("sourceServerIDs", "applicationIDs"))
         servers = [
             server for server in self.servers.values() if server.account_id == account_id and _matches(server, filters)
         ]
-        return _page([self._describe_server(server) for server in servers], params)
+        return _page([self._describe_server(server) for server in servers], params, self.page_size)
+
+    def op_list_waves(self, account_id: str, params: dict) -> dict:
+        filters = _checked_filters(params, ("waveIDs",))
+        waves = [wave for wave in self.waves.values() if wave.account_id == account_id
+                 and _wanted(filters, "waveIDs", wave.wave_id) and _archived_as(filters, wave.is_archived)]
+        return _page([self._describe_wave(wave) for wave in waves], params, self.page_size)
+
+    def op_list_applications(self, account_id: str, params: dict) -> dict:
+        filters = _checked_filters(params, ("applicationIDs", "waveIDs"))
+        applications = [
+            application for application in self.applications.values()
+            if application.account_id == account_id and _wanted(filters, "applicationIDs", application.application_id)
+            and _wanted(filters, "waveIDs", application.wave_id) and _archived_as(filters, application.is_archived)
+        ]
+        return _page([self._describe_application(a) for a in applications], params, self.page_size)
 
     def op_finalize_cutover(self, account_id: str, params: dict) -> dict:
         server = self._server(account_id, params.get("sourceServerID", ""))
@@ -324,6 +417,16 @@ class MgnSimulator:
             server.last_cutover.setdefault("reverted", {})["apiCallDateTime"] = _now()
         server.life_cycle = target
         return self._describe_server(server)
+
+    def op_get_replication_configuration(self, account_id: str, params: dict) -> dict:
+        """The replication settings the preflight reads: the EBS key the replicated volumes are under."""
+        server = self._server(account_id, params.get("sourceServerID", ""))
+        configuration = {"sourceServerID": server.source_server_id, "name": server.hostname,
+                         "ebsEncryption": "CUSTOM" if server.replication_key_arn else "DEFAULT",
+                         "dataPlaneRouting": "PRIVATE_IP", "defaultLargeStagingDiskType": "GP3"}
+        if server.replication_key_arn:
+            configuration["ebsEncryptionKeyArn"] = server.replication_key_arn
+        return configuration
 
     def op_get_launch_configuration(self, account_id: str, params: dict) -> dict:
         server = self._server(account_id, params.get("sourceServerID", ""))
@@ -355,8 +458,7 @@ class MgnSimulator:
         """One DescribeJobs call that includes the job."""
         if not job.active:
             return
-        if job.polls_left > 0:
-            job.polls_left -= 1
+        if clock.now() < job.ready_at:
             if job.status == "PENDING":
                 job.status = "STARTED"
                 for participant in job.participants:
@@ -425,7 +527,8 @@ class MgnSimulator:
         return server
 
     def _tagged(self, account_id: str, arn: str) -> dict[str, str]:
-        for resource in [*self.servers.values(), *self.jobs.values()]:
+        for resource in [*self.servers.values(), *self.jobs.values(), *self.waves.values(),
+                         *self.applications.values()]:
             if resource.arn == arn and resource.account_id == account_id:
                 return resource.tags
         raise not_found(f"Resource {arn} not found", arn)
@@ -463,12 +566,36 @@ class MgnSimulator:
             "sourceProperties": _source_properties(server),
             "replicationType": "AGENT_BASED",
         }
+        if server.application_id:
+            described["applicationID"] = server.application_id
         if server.launched_instance_id:
             described["launchedInstance"] = {
                 "ec2InstanceID": server.launched_instance_id,
                 "jobID": server.launched_job_id,
                 "firstBoot": "SUCCEEDED",
             }
+        return described
+
+    # NOTE: the aggregated statuses are fixed (NOT_STARTED, HEALTHY): MGN derives them from the servers' progress,
+    # and the pipeline reads no status of a wave or application, only their ids, names and archival state.
+    def _describe_wave(self, wave: Wave) -> dict:
+        applications = [a for a in self.applications.values() if a.wave_id == wave.wave_id and not a.is_archived]
+        return {"waveID": wave.wave_id, "arn": wave.arn, "name": wave.name, "description": wave.description,
+                "isArchived": wave.is_archived, "tags": dict(wave.tags), "creationDateTime": wave.created,
+                "lastModifiedDateTime": wave.created,
+                "waveAggregatedStatus": {"totalApplications": len(applications), "progressStatus": "NOT_STARTED",
+                                         "healthStatus": "HEALTHY"}}
+
+    def _describe_application(self, application: Application) -> dict:
+        servers = [s for s in self.servers.values() if s.application_id == application.application_id]
+        described = {"applicationID": application.application_id, "arn": application.arn, "name": application.name,
+                     "description": application.description, "isArchived": application.is_archived,
+                     "tags": dict(application.tags), "creationDateTime": application.created,
+                     "lastModifiedDateTime": application.created,
+                     "applicationAggregatedStatus": {"totalSourceServers": len(servers),
+                                                     "progressStatus": "NOT_STARTED", "healthStatus": "HEALTHY"}}
+        if application.wave_id:
+            described["waveID"] = application.wave_id
         return described
 
 
@@ -503,7 +630,11 @@ def _replication_info(server: SourceServer) -> dict:
         "lastSnapshotDateTime": server.added,
     }
     if not disconnected:
-        info["lagDuration"] = "PT0S"
+        info["lagDuration"] = f"PT{server.replication_lag_seconds}S"
+    if server.replication_state == "STALLED":
+        # NOTE: the sandbox names one cause for every stall; MGN names the one it saw.
+        info["dataReplicationError"] = {"error": "UNSTABLE_NETWORK",
+                                        "rawError": "The sandbox world makes this server's replication stall"}
     return info
 
 
@@ -524,15 +655,40 @@ def _matches(server: SourceServer, filters: dict) -> bool:
         ("sourceServerIDs", lambda ids: server.source_server_id in ids),
         ("lifeCycleStates", lambda states: server.life_cycle in states),
         ("replicationTypes", lambda types: "AGENT_BASED" in types),
+        ("applicationIDs", lambda ids: server.application_id in ids),
     ]
     if "isArchived" in filters and filters["isArchived"] != server.is_archived:
         return False
     return all(check(filters[name]) for name, check in checks if filters.get(name))
 
 
-def _page(items: list, params: dict) -> dict:
+def _checked_filters(params: dict, id_lists: tuple[str, ...]) -> dict:
+    """The call's filters, refused as MGN refuses them: an id list holds at most 200 ids."""
+    filters = params.get("filters") or {}
+    for name in id_lists:
+        if len(filters.get(name) or []) > 200:
+            raise invalid(f"filters.{name} must hold at most 200 ids", "fieldValidationFailed",
+                          [{"name": f"filters.{name}", "message": "length must be between 0 and 200"}])
+    return filters
+
+
+def _wanted(filters: dict, name: str, value: str | None) -> bool:
+    # An absent or empty id filter lets everything through, as MGN's list filters do.
+    return not filters.get(name) or value in filters[name]
+
+
+def _archived_as(filters: dict, archived: bool) -> bool:
+    return "isArchived" not in filters or filters["isArchived"] == archived
+
+
+def stable_id(prefix: str, account_id: str, name: str) -> str:
+    """An MGN-shaped id (`wave-`/`app-` and 17 characters) that stays the same for the same account and name."""
+    return prefix + hashlib.sha256(f"{account_id}/{name}".encode()).hexdigest()[:17]
+
+
+def _page(items: list, params: dict, default_size: int = 1000) -> dict:
     start = int(params.get("nextToken") or 0)
-    size = int(params.get("maxResults") or 1000)
+    size = int(params.get("maxResults") or default_size)
     page: dict[str, Any] = {"items": items[start:start + size]}
     if start + size < len(items):
         page["nextToken"] = str(start + size)
@@ -565,7 +721,16 @@ def launch_cutover_instance(server: SourceServer, job: Job) -> str:
     instance_tags = {SOURCE_SERVER_TAG: server.source_server_id, "Name": server.hostname}
     if server.launch.copy_tags:
         instance_tags = {**server.tags, **instance_tags}
-    reservation = backend.run_instances(
+    with aws_rules.launched_by_service():
+        reservation = _run_cutover_instance(backend, server, mappings, instance_tags)
+    instance = reservation.instances[0]
+    if server.launch.launch_disposition == "STOPPED":
+        backend.stop_instances([instance.id])
+    return instance.id
+
+
+def _run_cutover_instance(backend: Any, server: SourceServer, mappings: list[dict], instance_tags: dict) -> Any:
+    return backend.run_instances(
         # NOTE: MGN launches from an image of its own that the account cannot describe; so does the sandbox.
         "ami-" + uuid.uuid4().hex[:17],
         1,
@@ -578,10 +743,6 @@ def launch_cutover_instance(server: SourceServer, job: Job) -> str:
         tags={"instance": instance_tags, "volume": {SOURCE_SERVER_TAG: server.source_server_id}},
         block_device_mappings=mappings,
     )
-    instance = reservation.instances[0]
-    if server.launch.launch_disposition == "STOPPED":
-        backend.stop_instances([instance.id])
-    return instance.id
 
 
 def _default_subnet(backend: Any) -> str:

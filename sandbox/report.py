@@ -25,6 +25,7 @@ def step_outcome(event: dict[str, Any]) -> str:
 def render(rehearsal, seconds: float) -> str:
     lines = ["", f"Execution {rehearsal.execution}: {rehearsal.status} in {seconds:.1f} s", ""]
     lines += _servers(rehearsal)
+    lines += render_timing(getattr(rehearsal, "timing", None) or {})
     injected = getattr(rehearsal, "faults", {}).get("injected")
     if injected:
         lines += ["", "Faults injected: " + ", ".join(f"{fault} x{count}" for fault, count in injected.items())]
@@ -75,3 +76,83 @@ def _inventory(inventory: dict) -> list[str]:
     for server in inventory.get("mgn", {}).get("sourceServers", []):
         lines.append(f"  MGN source server {server['id']}: {server['lifeCycle']}")
     return lines
+
+
+# --- simulated time ---------------------------------------------------------------------------------------------
+
+# The steps a server's downtime runs between: from the cutover's start (or its pick-up, when MGN's console
+# launched it) to the end of Finalize Cutover, MGN's point of no return.
+_CUTOVER_STARTS = ("Start Cutover", "Check Cutover Launch")
+_CUTOVER_END = "Finalize Cutover"
+
+
+def timing(epoch: float, steps: list, operations: list) -> dict:
+    """The rehearsal on its simulated clock: the wave's time, and per server its cutover (downtime) and
+    end-to-end times, its critical path (the AWS operations it waited for, in order) and the pipeline's
+    overhead: end-to-end time minus the time those operations took (overlaps counted once).
+
+    `steps` are the Lambda invocations and `operations` the AWS operations the world modelled, both
+    `sandbox.clock.Operation`s; times in the result are seconds from the rehearsal's start.
+    """
+    if not steps:
+        return {"waveSeconds": 0.0, "servers": {}}
+    servers = sorted({step.server for step in steps if step.server})
+    return {
+        "waveSeconds": _round(max(step.end for step in steps) - min(step.start for step in steps)),
+        "servers": {server: _server_timing(epoch, [s for s in steps if s.server == server],
+                                           [o for o in operations if o.server == server]) for server in servers},
+    }
+
+
+def _server_timing(epoch: float, steps: list, operations: list) -> dict:
+    begin, end = min(step.start for step in steps), max(step.end for step in steps)
+    operations = sorted(operations, key=lambda op: (op.start, op.end))
+    unavoidable = _covered(operations, begin, end)
+    started = next((step.start for step in steps if step.name in _CUTOVER_STARTS), None)
+    finalized = next((step.end for step in steps if step.name == _CUTOVER_END), None)
+    return {
+        "cutoverSeconds": _round(finalized - started) if started is not None and finalized is not None else None,
+        "cutoverSpans": f"from {_CUTOVER_STARTS[0]} to the end of {_CUTOVER_END} (the downtime)",
+        "endToEndSeconds": _round(end - begin),
+        "operationSeconds": _round(unavoidable),
+        "overheadSeconds": _round(end - begin - unavoidable),
+        "criticalPath": [{"operation": op.name, "start": _round(op.start - epoch), "seconds": _round(op.seconds),
+                          "fullCopy": op.full_copy} for op in operations],
+    }
+
+
+def _covered(operations: list, begin: float, end: float) -> float:
+    """Seconds of [begin, end] during which at least one operation ran."""
+    covered, reach = 0.0, begin
+    for op in operations:
+        start, stop = max(op.start, reach), min(op.end, end)
+        if stop > start:
+            covered += stop - start
+            reach = stop
+    return covered
+
+
+def _round(seconds: float) -> float:
+    return round(seconds, 1)
+
+
+def render_timing(timing_of: dict) -> list[str]:
+    """The report's lines for simulated time."""
+    if not timing_of.get("servers"):
+        return []
+    lines = ["", f"Simulated time: the wave took {_duration(timing_of['waveSeconds'])}"]
+    for server, times in timing_of["servers"].items():
+        cutover = times["cutoverSeconds"]
+        lines.append(f"  {server}: cutover (downtime, Start Cutover to Finalize Cutover) "
+                     f"{_duration(cutover) if cutover is not None else '-'}, end to end "
+                     f"{_duration(times['endToEndSeconds'])}, pipeline overhead {_duration(times['overheadSeconds'])}")
+        for op in times["criticalPath"]:
+            copy = "  full copy" if op["fullCopy"] else ""
+            lines.append(f"    +{_duration(op['start']):>10}  {_duration(op['seconds']):>9}  {op['operation']}{copy}")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{rest:02d}s" if hours else f"{minutes}m{rest:02d}s" if minutes else f"{seconds:.1f}s"

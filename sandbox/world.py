@@ -8,27 +8,56 @@ configuration parameter. `inventory()` tells what every account holds, for the r
 
 A spec tunes the world (all keys optional; an unknown key is an error, so a typo cannot pass silently):
 
-    {"polls": {"job": 1, "image": 1, "instance": 0, "statusChecks": 0, "ssmRegistration": 1,
-               "commandStart": 0, "command": 0},
-     "speed": {"gibPerPoll": 0},
+    {"speed": {"mgnLaunchSeconds": 600, "conversionMiBps": 500, "snapshotMiBps": 100, "copyMiBps": 75,
+               "instanceBootSeconds": 40, "statusCheckSeconds": 180, "ssmRegistrationSeconds": 90,
+               "commandStartSeconds": 2, "commandSeconds": 30, "invocationSeconds": 0.3, "coldStartSeconds": 1},
      "commandFailures": {"AWS-ConfigureAWSPackage": "what the agent writes to standard error"},
      "sharingKeyPolicy": "template",
      "targetAccounts": {"222222222222": {"roleTrustsAccount": "999999999999", "instanceProfiles": false}},
      "defaultServer": {...},
      "servers": {"s-...": {"diskSizesGiB": [8, 100], "replicationKey": "alias/mgn-replication",
                            "launchFails": false, "lifeCycle": "READY_FOR_CUTOVER", "hostname": "web-01",
-                           "instanceType": "t3.medium", "launchDisposition": "STARTED", "tags": {...}}}}
+                           "instanceType": "t3.medium", "launchDisposition": "STARTED", "tags": {...},
+                           "archived": false}},
+     "mgn": {"waves": {"wave-3": {"applications": ["billing"], "id": "wave-...", "archived": false}},
+             "applications": {"billing": {"servers": ["s-..."], "id": "app-...", "archived": false}}},
+     "limits": {"concurrentImageCopies": 50}}
 
-`speed.gibPerPoll` makes images, copies and cutover launches take one poll more per that many GiB of disk.
+`limits.concurrentImageCopies` is how many AMI copies EC2 runs at once per destination account and region;
+one more is refused with ResourceLimitExceeded (AWS's default is about 50).
+
+`mgn` groups the world's source servers into MGN applications and waves (by name; ids are derived from the
+names unless given). A server an application names is in MGN even when the request does not name it.
+
+`speed` says how long AWS takes, in seconds of the rehearsal's simulated clock (sandbox/clock.py); the values
+above are the defaults. An MGN cutover launch takes `mgnLaunchSeconds` (job start, conversion server, launch
+of the cutover instance: commonly 10 minutes) plus its disks at `conversionMiBps`. CreateImage snapshots every
+volume in full at `snapshotMiBps` (first snapshots of new volumes run at about 100 MiB/s), and CopyImage under
+a new key is a full copy at `copyMiBps` (commonly 50 to 100 MiB/s). RunInstances is pending for
+`instanceBootSeconds`, then its status checks initialize for `statusCheckSeconds` (AWS: a few minutes); the
+SSM agent checks in `ssmRegistrationSeconds` after boot; a Run Command invocation exists
+`commandStartSeconds` after SendCommand and runs for `commandSeconds`. Each Lambda invocation takes
+`invocationSeconds`, plus `coldStartSeconds` the first time a function runs for a server (Python with boto3
+initializes in about a second). A throughput of 0 means at once (for tests of one step, whose clock stands).
 A `replicationKey` of "sharing-key" is the pipeline stack's sharing key. `sharingKeyPolicy` "withoutTargets"
 leaves the target accounts out of that key's policy. `roleTrustsAccount` gives a target account a role that
 trusts another account's pipeline; `instanceProfiles` false gives it no instance profile at all.
+
+What a preflight finds wrong (sandbox/worlds/preflight-problems.json has one server of each): a server's
+`"replication": {"state": "STALLED", "lagSeconds": 7200}` (MGN's dataReplicationState and lagDuration), and a
+target account's `"absent": ["subnet-...", "sg-...", "ProfileName"]` (requested, not built),
+`"takenPrivateIps": ["10.20.1.50"]` (held by another network interface), `"securityGroupsElsewhere": ["sg-..."]`
+(built in another VPC than the subnet's), `"vcpuQuota": 2` (Service Quotas L-1216C47A, default 1152),
+`"agentConfigParameter": false` (no agent configuration parameter) and `"inSharingKeyPolicy": false` (the
+sharing key's policy leaves this account out). Each source server also has the EC2 launch template its MGN
+launch configuration names, with the server's `instanceType`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,13 +67,14 @@ from typing import Any
 import boto3
 from moto.core.models import MockAWS
 from moto.ec2.models import ec2_backends
+from moto.ec2.models import launch_templates as moto_launch_templates
 from moto.ec2.models import security_groups as moto_security_groups
 from moto.ec2.models import subnets as moto_subnets
 from moto.iam.models import AWSManagedPolicy, iam_backends
 from moto.kms.models import kms_backends
 from moto.ssm.models import ssm_backends
 
-from sandbox import aws_rules, mgn
+from sandbox import aws_rules, clock, mgn
 from sandbox import template as cfn
 
 MIGRATION_ACCOUNT = mgn.DEFAULT_ACCOUNT
@@ -61,6 +91,11 @@ DEFAULT_PIPELINE_ROLE_ARNS = (f"arn:aws:iam::{MIGRATION_ACCOUNT}:role/mgn-cutove
                               "MgnCutoverPipelineRole",)
 SHARING_KEY = "sharing-key"
 SHARING_KEY_POLICIES = ("template", "withoutTargets")
+# MGN's dataReplicationState values a world can give a server.
+REPLICATION_STATES = ("CONTINUOUS", "STALLED", "INITIAL_SYNC", "BACKLOG", "RESCAN", "PAUSED", "STOPPED")
+# Service Quotas' Running On-Demand Standard instances quota (vCPUs) of a target account unless its spec says.
+VCPU_QUOTA_CODE = "L-1216C47A"
+DEFAULT_VCPU_QUOTA = 1152
 RESTORED_INSTANCE_POLICIES = ("AmazonSSMManagedInstanceCore", "CloudWatchAgentServerPolicy")
 
 # Environment for the process that opens the mock, set before it starts: moto otherwise copies its catalogue
@@ -93,6 +128,12 @@ class NoMockActive(RuntimeError):
 
 # --- the spec --------------------------------------------------------------------------------------------------
 
+# How long AWS takes, in simulated seconds (or MiB/s for a throughput); the module docstring says where from.
+DEFAULT_SPEED = {"mgnLaunchSeconds": 600.0, "conversionMiBps": 500.0, "snapshotMiBps": 100.0, "copyMiBps": 75.0,
+                 "instanceBootSeconds": 40.0, "statusCheckSeconds": 180.0, "ssmRegistrationSeconds": 90.0,
+                 "commandStartSeconds": 2.0, "commandSeconds": 30.0, "invocationSeconds": 0.3,
+                 "coldStartSeconds": 1.0}
+
 
 @dataclass(frozen=True)
 class ServerSpec:
@@ -106,6 +147,9 @@ class ServerSpec:
     instance_type: str = "t3.medium"
     launch_disposition: str = "STARTED"
     tags: dict[str, str] = field(default_factory=dict)
+    archived: bool = False
+    # MGN's data replication: {"state": "STALLED", "lagSeconds": 7200}; default CONTINUOUS, no lag.
+    replication: dict[str, Any] = field(default_factory=dict)
 
     _FIELDS = {
         "diskSizesGiB": "disks_gib",
@@ -116,6 +160,8 @@ class ServerSpec:
         "instanceType": "instance_type",
         "launchDisposition": "launch_disposition",
         "tags": "tags",
+        "archived": "archived",
+        "replication": "replication",
     }
 
     @classmethod
@@ -126,6 +172,10 @@ class ServerSpec:
         spec = cls(**values)
         if not spec.disks_gib or not all(isinstance(size, int) and 1 <= size <= 16384 for size in spec.disks_gib):
             raise WorldSpecError(f"{where}.diskSizesGiB must list 1 to 16384 GiB sizes")
+        replication = _known(spec.replication, {"state": 0, "lagSeconds": 0}, f"{where}.replication")
+        if replication.get("state", "CONTINUOUS") not in REPLICATION_STATES:
+            raise WorldSpecError(f"{where}.replication.state must be one of {list(REPLICATION_STATES)}")
+        _whole(replication.get("lagSeconds", 0), f"{where}.replication.lagSeconds", 10**6)
         return spec
 
 
@@ -135,49 +185,64 @@ class TargetAccountSpec:
 
     role_trusts_account: str | None = None
     instance_profiles: bool = True
+    # What a preflight finds wrong: ids or names the request gives that the account lacks, private IPs other
+    # interfaces hold, security groups in another VPC than the requested subnet's, the vCPU quota, no agent
+    # configuration parameter, and the account left out of the sharing key's policy.
+    absent: tuple[str, ...] = ()
+    taken_private_ips: tuple[str, ...] = ()
+    security_groups_elsewhere: tuple[str, ...] = ()
+    vcpu_quota: int = DEFAULT_VCPU_QUOTA
+    agent_config_parameter: bool = True
+    in_sharing_key_policy: bool = True
+
+    _LISTS = {"absent": "absent", "takenPrivateIps": "taken_private_ips",
+              "securityGroupsElsewhere": "security_groups_elsewhere"}
+    _FLAGS = {"agentConfigParameter": "agent_config_parameter", "inSharingKeyPolicy": "in_sharing_key_policy"}
 
     @classmethod
     def parse(cls, raw: dict, where: str) -> TargetAccountSpec:
-        raw = _known(raw, {"roleTrustsAccount": 0, "instanceProfiles": 0}, where)
+        raw = _known(raw, {"roleTrustsAccount": 0, "instanceProfiles": 0, "vcpuQuota": 0, **cls._LISTS, **cls._FLAGS},
+                     where)
         trusted = raw.get("roleTrustsAccount")
         if trusted is not None and not (isinstance(trusted, str) and trusted.isdigit() and len(trusted) == 12):
             raise WorldSpecError(f"{where}.roleTrustsAccount must be a 12-digit account id")
-        return cls(trusted, bool(raw.get("instanceProfiles", True)))
+        values: dict[str, Any] = {"vcpu_quota": _whole(raw.get("vcpuQuota", DEFAULT_VCPU_QUOTA), f"{where}.vcpuQuota",
+                                                       10**6)}
+        for key, name in cls._LISTS.items():
+            listed = raw.get(key, [])
+            if not isinstance(listed, list) or not all(isinstance(item, str) for item in listed):
+                raise WorldSpecError(f"{where}.{key} must be a list of strings")
+            values[name] = tuple(listed)
+        for key, name in cls._FLAGS.items():
+            if not isinstance(raw.get(key, True), bool):
+                raise WorldSpecError(f"{where}.{key} must be true or false")
+            values[name] = raw.get(key, True)
+        return cls(trusted, bool(raw.get("instanceProfiles", True)), **values)
 
 
 @dataclass(frozen=True)
 class WorldSpec:
-    """The knobs of a world: poll counts, speed, failures, the target accounts' and each server's behaviour."""
+    """The knobs of a world: speed, failures, the target accounts' and each server's behaviour."""
 
-    job_polls: int = 1
-    image_polls: int = 1
-    instance_polls: int = 0
-    status_check_polls: int = 0
-    ssm_registration_polls: int = 1
-    command_start_polls: int = 0
-    command_polls: int = 0
-    gib_per_poll: int = 0
+    speed: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SPEED))
     command_failures: dict[str, str] = field(default_factory=dict)
     sharing_key_policy: str = "template"
     target_accounts: dict[str, TargetAccountSpec] = field(default_factory=dict)
     default_server: ServerSpec = field(default_factory=ServerSpec)
     servers: dict[str, ServerSpec] = field(default_factory=dict)
+    mgn: MgnGroupsSpec = field(default_factory=lambda: MgnGroupsSpec())
+    concurrent_image_copies: int = 50
 
-    _POLLS = {"job": "job_polls", "image": "image_polls", "instance": "instance_polls",
-              "statusChecks": "status_check_polls", "ssmRegistration": "ssm_registration_polls",
-              "commandStart": "command_start_polls", "command": "command_polls"}
-    _KEYS = {"polls": 0, "speed": 0, "commandFailures": 0, "sharingKeyPolicy": 0, "targetAccounts": 0,
-             "defaultServer": 0, "servers": 0}
+    _KEYS = {"speed": 0, "commandFailures": 0, "sharingKeyPolicy": 0, "targetAccounts": 0,
+             "defaultServer": 0, "servers": 0, "mgn": 0, "limits": 0}
 
     @classmethod
     def parse(cls, raw: dict | None) -> WorldSpec:
         raw = _known(raw or {}, cls._KEYS, "spec")
         values: dict[str, Any] = {}
-        for key, value in _known(raw.get("polls", {}), cls._POLLS, "spec.polls").items():
-            values[cls._POLLS[key]] = _whole(value, f"spec.polls.{key}")
-        speed = _known(raw.get("speed", {}), {"gibPerPoll": 0}, "spec.speed")
-        if "gibPerPoll" in speed:
-            values["gib_per_poll"] = _whole(speed["gibPerPoll"], "spec.speed.gibPerPoll", 16384)
+        speed = _known(raw.get("speed", {}), DEFAULT_SPEED, "spec.speed")
+        given = {key: _seconds(value, f"spec.speed.{key}") for key, value in speed.items()}
+        values["speed"] = {**DEFAULT_SPEED, **given}
         raw_failures = raw.get("commandFailures", {})
         failures = _known(raw_failures, _keys_of(raw_failures), "spec.commandFailures")
         values["command_failures"] = {str(name): str(error) for name, error in failures.items()}
@@ -195,6 +260,11 @@ class WorldSpec:
             server_id: ServerSpec.parse(entry, f"spec.servers.{server_id}", default)
             for server_id, entry in raw.get("servers", {}).items()
         }
+        values["mgn"] = MgnGroupsSpec.parse(raw.get("mgn", {}), "spec.mgn")
+        limits = _known(raw.get("limits", {}), {"concurrentImageCopies": 0}, "spec.limits")
+        if "concurrentImageCopies" in limits:
+            values["concurrent_image_copies"] = _whole(limits["concurrentImageCopies"],
+                                                       "spec.limits.concurrentImageCopies")
         return cls(default_server=default, servers=servers, **values)
 
     def target_account(self, account_id: str) -> TargetAccountSpec:
@@ -204,9 +274,72 @@ class WorldSpec:
         return self.servers.get(source_server_id, self.default_server)
 
 
+@dataclass(frozen=True)
+class MgnGroupSpec:
+    """One MGN wave or application: its id (None: derived from its name), archived or not, and its members."""
+
+    id: str | None = None
+    archived: bool = False
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MgnGroupsSpec:
+    """The world's MGN waves (of applications) and applications (of source servers), by name."""
+
+    waves: dict[str, MgnGroupSpec] = field(default_factory=dict)
+    applications: dict[str, MgnGroupSpec] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> MgnGroupsSpec:
+        raw = _known(raw, {"waves": 0, "applications": 0}, where)
+        waves = {name: _group(entry, f"{where}.waves.{name}", "applications", r"wave-[0-9a-zA-Z]{17}")
+                 for name, entry in _known(raw.get("waves", {}), _keys_of(raw.get("waves")), f"{where}.waves").items()}
+        applications = {
+            name: _group(entry, f"{where}.applications.{name}", "servers", r"app-[0-9a-zA-Z]{17}")
+            for name, entry in _known(raw.get("applications", {}), _keys_of(raw.get("applications")),
+                                      f"{where}.applications").items()}
+        seen: dict[str, str] = {}
+        for wave, spec in waves.items():
+            for application in spec.members:
+                if application not in applications:
+                    raise WorldSpecError(f"{where}.waves.{wave} names application {application!r}, which "
+                                         f"{where}.applications does not define")
+                if application in seen:
+                    raise WorldSpecError(f"{where}: application {application!r} is in waves {seen[application]!r} "
+                                         f"and {wave!r}; MGN puts an application in one wave at most")
+                seen[application] = wave
+        return cls(waves, applications)
+
+    def wave_of(self, application: str) -> str | None:
+        return next((wave for wave, spec in self.waves.items() if application in spec.members), None)
+
+    def server_ids(self) -> list[str]:
+        return list(dict.fromkeys(server for spec in self.applications.values() for server in spec.members))
+
+
+def _group(raw: Any, where: str, members: str, id_pattern: str) -> MgnGroupSpec:
+    raw = _known(raw, {members: 0, "id": 0, "archived": 0}, where)
+    listed = raw.get(members, [])
+    if not isinstance(listed, list) or not all(isinstance(member, str) for member in listed):
+        raise WorldSpecError(f"{where}.{members} must be a list of names")
+    group_id = raw.get("id")
+    if group_id is not None and not (isinstance(group_id, str) and re.fullmatch(id_pattern, group_id)):
+        raise WorldSpecError(f"{where}.id must match {id_pattern}")
+    if not isinstance(raw.get("archived", False), bool):
+        raise WorldSpecError(f"{where}.archived must be true or false")
+    return MgnGroupSpec(group_id, raw.get("archived", False), tuple(listed))
+
+
 def _keys_of(value: Any) -> dict:
     """Every key of an object is allowed (it names an account or a document); `_known` still checks the type."""
     return dict(value) if isinstance(value, dict) else {}
+
+
+def _seconds(value: Any, where: str, highest: float = 100_000) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= highest:
+        raise WorldSpecError(f"{where} must be a number from 0 to {highest:g}")
+    return float(value)
 
 
 def _whole(value: Any, where: str, highest: int = 1000) -> int:
@@ -247,19 +380,24 @@ class World:
         self._credentials: dict[str, dict] = {}
 
         aws_rules.install()
+        # Each world has its own simulated time, from the same start: a rehearsal is the same every run.
+        self.clock = clock.install(clock.Clock())
         self._set_pacing()
         aws_rules.set_default_principal(
             f"arn:aws:iam::{migration_account}:role{PIPELINE_ROLE_PATH.format(stack=pipeline_stack)}"
             "MgnCutoverPipelineRole")
-        self.mgn = mgn.install(mgn.MgnSimulator(self.spec.job_polls, {migration_account},
-                                                gib_per_poll=self.spec.gib_per_poll))
+        self.mgn = mgn.install(mgn.MgnSimulator(self.spec.speed["mgnLaunchSeconds"], {migration_account},
+                                                conversion_mib_per_second=self.spec.speed["conversionMiBps"]))
 
     def _set_pacing(self) -> None:
-        pacing, spec = aws_rules.pacing, self.spec
-        pacing.image_polls, pacing.instance_polls = spec.image_polls, spec.instance_polls
-        pacing.status_check_polls, pacing.ssm_registration_polls = spec.status_check_polls, spec.ssm_registration_polls
-        pacing.command_start_polls, pacing.command_polls = spec.command_start_polls, spec.command_polls
-        pacing.gib_per_poll, pacing.command_failures = spec.gib_per_poll, dict(spec.command_failures)
+        pacing, speed = aws_rules.pacing, self.spec.speed
+        pacing.snapshot_mib_per_second, pacing.copy_mib_per_second = speed["snapshotMiBps"], speed["copyMiBps"]
+        pacing.instance_boot_seconds, pacing.status_check_seconds = speed["instanceBootSeconds"], speed[
+            "statusCheckSeconds"]
+        pacing.ssm_registration_seconds = speed["ssmRegistrationSeconds"]
+        pacing.command_start_seconds, pacing.command_seconds = speed["commandStartSeconds"], speed["commandSeconds"]
+        pacing.command_failures = dict(self.spec.command_failures)
+        aws_rules.limits.concurrent_image_copies = self.spec.concurrent_image_copies
 
     @classmethod
     def for_request(cls, request: dict, spec: dict | None = None, target_role_name: str = DEFAULT_TARGET_ROLE_NAME,
@@ -273,6 +411,7 @@ class World:
         servers = [server for server in body["servers"] if isinstance(server, dict) and server.get("sourceServerId")]
         for server in servers:
             world.add_source_server(server["sourceServerId"])
+        world.add_mgn_groups()
         _launch_console_jobs(world, servers)
 
         agent_parameter = (body.get("options") or {}).get("agentConfigParameter") or DEFAULT_AGENT_CONFIG_PARAMETER
@@ -306,7 +445,7 @@ class World:
         elif spec.replication_key not in (None, "aws/ebs", aws_rules.AWS_MANAGED_EBS_ALIAS):
             key = self.ensure_key(self.migration_account, spec.replication_key)
         launch = mgn.LaunchSettings(instance_type=spec.instance_type, launch_disposition=spec.launch_disposition)
-        return self.mgn.add_source_server(
+        server = self.mgn.add_source_server(
             source_server_id,
             self.migration_account,
             self.region,
@@ -318,6 +457,34 @@ class World:
             life_cycle=spec.life_cycle,
             launch_fails=spec.launch_fails,
         )
+        server.is_archived = bool(spec.archived)
+        server.replication_state = spec.replication.get("state", server.replication_state)
+        server.replication_lag_seconds = spec.replication.get("lagSeconds", 0)
+        self._build_launch_template(server)
+        return server
+
+    def _build_launch_template(self, server: mgn.SourceServer) -> None:
+        """The EC2 launch template MGN keeps for the server, with the id its launch configuration names."""
+        ec2 = ec2_backends[self.migration_account][self.region]
+        if f"mgn-{server.source_server_id}" in ec2.launch_template_name_to_ids:
+            return
+        with _next_id(moto_launch_templates, "random_launch_template_id", server.launch.launch_template_id):
+            ec2.create_launch_template(f"mgn-{server.source_server_id}", "MGN launch template",
+                                       {"InstanceType": server.launch.instance_type}, {})
+
+    def add_mgn_groups(self) -> None:
+        """The spec's MGN waves and applications, and the source servers they hold that MGN does not yet."""
+        groups = self.spec.mgn
+        for server_id in groups.server_ids():
+            if server_id not in self.mgn.servers:
+                self.add_source_server(server_id)
+        waves = {name: self.mgn.add_wave(name, self.migration_account, self.region, wave_id=spec.id,
+                                         archived=spec.archived) for name, spec in groups.waves.items()}
+        for name, spec in groups.applications.items():
+            wave = groups.wave_of(name)
+            self.mgn.add_application(name, self.migration_account, self.region, application_id=spec.id,
+                                     wave_id=waves[wave].wave_id if wave else None, archived=spec.archived,
+                                     server_ids=list(spec.members))
 
     def add_target_account(self, account_id: str, targets: list[dict] | None = None, *,
                            agent_config_parameter: str = DEFAULT_AGENT_CONFIG_PARAMETER) -> None:
@@ -332,11 +499,40 @@ class World:
         self._build_network(account_id, targets)
         profiles = {target.get("instanceProfile") or DEFAULT_INSTANCE_PROFILE for target in targets}
         for profile in sorted(profiles or {DEFAULT_INSTANCE_PROFILE}) if landing.instance_profiles else []:
-            self._build_instance_profile(account_id, profile)
+            if profile not in landing.absent:
+                self._build_instance_profile(account_id, profile)
         for key_id in sorted({target["kmsKeyId"] for target in targets if target.get("kmsKeyId")}):
             self.ensure_key(account_id, key_id)
         self._build_target_role(account_id, landing.role_trusts_account or self.migration_account)
-        self._put_agent_config(account_id, agent_config_parameter)
+        if landing.agent_config_parameter:
+            self._put_agent_config(account_id, agent_config_parameter)
+        self._break_landing_zone(account_id, landing)
+        _set_vcpu_quota(account_id, self.region, landing.vcpu_quota)
+
+    def _break_landing_zone(self, account_id: str, landing: TargetAccountSpec) -> None:
+        """What the spec says this account's landing zone got wrong, made so after the request's placement was built."""
+        ec2 = ec2_backends[account_id][self.region]
+        for resource_id in landing.absent:
+            if resource_id.startswith("subnet-") and resource_id in {subnet.id for subnet in ec2.describe_subnets()}:
+                ec2.delete_subnet(resource_id)
+            elif resource_id.startswith("sg-") and resource_id in {g.id for g in ec2.describe_security_groups()}:
+                ec2.delete_security_group(group_id=resource_id)
+        if landing.security_groups_elsewhere:
+            other_vpc = ec2.create_vpc("172.31.0.0/16").id
+            built = {group.id for group in ec2.describe_security_groups()}
+            for group_id in landing.security_groups_elsewhere:
+                if group_id in built:
+                    ec2.delete_security_group(group_id=group_id)
+                with _next_id(moto_security_groups, "random_security_group_id", group_id):
+                    ec2.create_security_group(f"sandbox-{group_id}", "sandbox, another VPC", vpc_id=other_vpc)
+        subnets = list(ec2.describe_subnets())
+        for address in landing.taken_private_ips:
+            subnet = next((s for s in subnets if ipaddress.ip_address(address) in ipaddress.ip_network(s.cidr_block)),
+                          None)
+            if subnet is None:
+                raise WorldSpecError(f"taken private IP {address} is in none of account {account_id}'s subnets")
+            self.client("ec2", account_id).create_network_interface(
+                SubnetId=subnet.id, PrivateIpAddress=address, Description="held by a server the wave does not know")
 
     def ensure_key(self, account_id: str, key_id: str) -> str:
         """The ARN of the KMS key `key_id` names (alias, key id or ARN), created with that name if missing."""
@@ -514,6 +710,27 @@ def _existing(backends: Any, account_id: str, region: str) -> Any:
     """A moto backend if the account has used the service there; None rather than creating one."""
     regions = dict.get(backends, account_id)
     return dict.get(regions, region) if regions is not None else None
+
+
+def _set_vcpu_quota(account_id: str, region: str, vcpus: int) -> None:
+    """moto's Service Quotas knows only VPC quotas: the account's EC2 vCPU quota is answered from the world."""
+    from moto.servicequotas.models import servicequotas_backends
+
+    backend = servicequotas_backends[account_id][region]
+    quota = {"ServiceCode": "ec2", "ServiceName": "Amazon Elastic Compute Cloud (Amazon EC2)",
+             "QuotaArn": f"arn:aws:servicequotas:{region}:{account_id}:ec2/{VCPU_QUOTA_CODE}",
+             "QuotaCode": VCPU_QUOTA_CODE,
+             "QuotaName": "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances",
+             "Value": float(vcpus), "Unit": "None", "Adjustable": True, "GlobalQuota": False}
+    moto_answer = type(backend).get_service_quota
+
+    def get_service_quota(service_code: str, quota_code: str) -> dict:
+        if (service_code, quota_code) == ("ec2", VCPU_QUOTA_CODE):
+            return quota
+        return moto_answer(backend, service_code, quota_code)
+
+    # On this account's backend only; it goes with the backend when the mock ends.
+    backend.get_service_quota = get_service_quota
 
 
 def _grant_inventory(key: Any, grant: Any) -> dict:

@@ -107,10 +107,28 @@ FUNCTIONS: dict[str, tuple[str, dict[str, Any]]] = {
             "TARGET_ROLE_EXTERNAL_ID": EXTERNAL_ID,
         },
     ),
-    "ReleaseServerFunction": ("handlers.release_server.handler", {"LEDGER_TABLE": LEDGER}),
+    "ReleaseServerFunction": (
+        "handlers.release_server.handler",
+        {"LEDGER_TABLE": LEDGER, "APPROVAL_TABLE": {"Ref": "ApprovalTable"},
+         "NOTIFICATION_TOPIC_ARN": {"Ref": "NotificationTopic"}},
+    ),
+    "AwaitApprovalFunction": (
+        "handlers.await_approval.handler",
+        {"APPROVAL_TABLE": {"Ref": "ApprovalTable"}, "NOTIFICATION_TOPIC_ARN": {"Ref": "NotificationTopic"}},
+    ),
     "SummarizeWaveFunction": (
         "handlers.summarize_wave.handler",
         {"NOTIFICATION_TOPIC_ARN": {"Ref": "NotificationTopic"}},
+    ),
+    "PreflightServerFunction": (
+        "handlers.preflight_server.handler",
+        {
+            "SHARING_KEY_ARN": SHARING_KEY,
+            "TARGET_ROLE_NAME": ROLE_NAME,
+            "TARGET_ROLE_EXTERNAL_ID": EXTERNAL_ID,
+            "DEFAULT_INSTANCE_PROFILE": {"Ref": "RestoredInstanceProfileName"},
+            "DEFAULT_AGENT_CONFIG_PARAMETER": {"Ref": "DefaultAgentConfigParameter"},
+        },
     ),
 }
 

@@ -22,6 +22,10 @@ def ledger_table() -> str:
     return setting("LEDGER_TABLE")
 
 
+def approval_table() -> str:
+    return setting("APPROVAL_TABLE")
+
+
 def sharing_key_arn() -> str:
     return setting("SHARING_KEY_ARN")
 

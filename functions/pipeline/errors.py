@@ -19,6 +19,22 @@ class RequestInvalid(CutoverError):
         super().__init__(f"{field}: {reason}")
 
 
+class MgnSelectionNotFound(RequestInvalid):
+    """The MGN wave or application a request names does not exist; like RequestInvalid, caught by nothing."""
+
+
+class MgnSelectionArchived(RequestInvalid):
+    """The MGN wave or application a request names is archived; like RequestInvalid, caught by nothing."""
+
+
+class MgnSelectionEmpty(RequestInvalid):
+    """The MGN wave or application a request names holds no live source server; caught by nothing."""
+
+
+class WaveTooLarge(RequestInvalid):
+    """The MGN wave or application holds more servers than one request may; caught by nothing."""
+
+
 class TargetNotAllowed(CutoverError):
     """A target account outside the allowlist; raised at validation and again before sharing."""
 
@@ -61,6 +77,10 @@ class RestoredInstanceFailed(CutoverError):
 
 class AgentCommandFailed(CutoverError):
     """An SSM command for the CloudWatch agent ended in a failed state; caught after finalize."""
+
+
+class ApprovalRejected(CutoverError):
+    """Someone rejected the wave at its approval gate (sent by `approval.reject`); caught by Wait For Approval."""
 
 
 class WaitTimedOut(CutoverError):

@@ -132,19 +132,46 @@ def copy_for_sharing(current: dict) -> dict:
     if existing:
         copy_id = existing["ImageId"]
     else:
-        copy_id = ec2.copy_image(
-            SourceImageId=image["ImageId"],
-            SourceRegion=aws.region(),
-            Name=name,
-            Description=f"Cutover image of MGN source server {server_id}, under the sharing key",
-            Encrypted=True,
-            KmsKeyId=sharing_key,
-            ClientToken=names.client_token(image["ImageId"], sharing_key),
-            TagSpecifications=names.image_tag_specifications(server_id, state.execution(current), names.SHARING_COPY),
-        )["ImageId"]
+        copy_id = start_copy(ec2, "migration account", {
+            "SourceImageId": image["ImageId"],
+            "SourceRegion": aws.region(),
+            "Name": name,
+            "Description": f"Cutover image of MGN source server {server_id}, under the sharing key",
+            "Encrypted": True,
+            "KmsKeyId": sharing_key,
+            "ClientToken": names.client_token(image["ImageId"], sharing_key),
+            "TagSpecifications": names.image_tag_specifications(server_id, state.execution(current),
+                                                                 names.SHARING_COPY),
+        })
+        if copy_id is None:
+            return waiting_for_slot(current, "sharedImage")
         logger.info("Copy under the sharing key started", image_id=copy_id, source_image_id=image["ImageId"])
     ledger.record(server_id, state.execution(current), "sharedImage", copy_id)
-    return {"imageId": copy_id, "copied": True, "ready": False, "attempts": 0}
+    # The state machine waits before the first check of this copy: the wait starts now.
+    return {"imageId": copy_id, "copied": True, "ready": False, "attempts": 0, **state.first_wait(current)}
+
+
+def start_copy(ec2, where: str, request: dict) -> str | None:
+    """CopyImage; None when the destination account already runs as many copies as EC2 allows in the
+    region (about 50; EC2 answers ResourceLimitExceeded). Nothing was created then, so nothing is held
+    that a failure or a rollback would have to give back."""
+    try:
+        return ec2.copy_image(**request)["ImageId"]
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "ResourceLimitExceeded":
+            raise
+        logger.info("Concurrent copy limit reached; waiting for a slot", destination=where,
+                    reason=err.response["Error"].get("Message"))
+        return None
+
+
+def waiting_for_slot(current: dict, slot_name: str, **detail) -> dict:
+    """The copy step's answer while EC2 has no free copy slot: the state machine waits and runs the step again.
+
+    A wave larger than the limit thus waits rather than fails; the wait is bounded like every poll loop
+    (maxPollAttempts checks, maxWaitSeconds), and ends in WaitTimedOut only if no slot frees up in that time.
+    """
+    return state.poll_result(current, slot_name, False, imageId=None, waitingForSlot=True, **detail)
 
 
 def share(current: dict) -> dict:
@@ -226,7 +253,11 @@ def copy_to_target(current: dict) -> dict:
         if target_key:
             request["KmsKeyId"] = target_key
         # Without a key, EBS uses the target account's default EBS key: still the target's own.
-        copy_id = ec2.copy_image(**request)["ImageId"]
+        copy_id = start_copy(ec2, f"target account {account}", request)
+        if copy_id is None:
+            # NOTE: restoring from the shared image, the launch waits for this copy to start too, though it
+            # needs only the shared image: starting the copy after the launch would take one more state loop.
+            return waiting_for_slot(current, "targetImage", accountId=account)
         logger.info("Copy into the target account started", image_id=copy_id, target_account=account)
     ledger.record(server_id, state.execution(current), "targetImage", copy_id)
     return {"imageId": copy_id, "accountId": account, "ready": False, "attempts": 0}

@@ -58,7 +58,9 @@ class _Strict(BaseModel):
     # Unknown fields are an error rather than silently ignored: a misspelt option must not
     # quietly fall back to a default during a downtime window. Strict types: "10" is not a
     # number and "yes" is not a boolean, in a request that moves a server.
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, strict=True)
+    # The validators are built on first use rather than at import: only a cold start that
+    # parses a request pays for them, and it pays once.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, strict=True, defer_build=True)
 
 
 class Target(_Strict):
@@ -90,21 +92,22 @@ class Target(_Strict):
                              "broadcast, documentation or reserved)")
         return str(address)
 
-    @field_validator("security_group_ids")
-    @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("must not repeat a security group")
-        return value
+    _unique = field_validator("security_group_ids")(classmethod(lambda cls, value: _no_repeated_group(value)))
+    _tags = field_validator("tags")(classmethod(lambda cls, value: _valid_tags(value)))
 
-    @field_validator("tags")
-    @classmethod
-    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > MAX_TAGS:
-            raise ValueError(f"at most {MAX_TAGS} tags")
-        for key, tag_value in value.items():
-            _check_tag(key, tag_value)
-        return value
+
+def _no_repeated_group(value: list[str] | None) -> list[str] | None:
+    if value is not None and len(set(value)) != len(value):
+        raise ValueError("must not repeat a security group")
+    return value
+
+
+def _valid_tags(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_TAGS:
+        raise ValueError(f"at most {MAX_TAGS} tags")
+    for key, tag_value in value.items():
+        _check_tag(key, tag_value)
+    return value
 
 
 def _check_tag(key: str, value: str) -> None:
@@ -128,7 +131,18 @@ class Server(_Strict):
     launch_job_id: str | None = Field(default=None, alias="launchJobId", pattern=MGN_JOB_ID)
 
 
+class Approval(_Strict):
+    """A pause before finalize (the point of no return) until someone approves the wave's restored servers."""
+
+    required: bool = False
+    # The pause ends by itself after this long (default 4 hours), as a rejection: the wave rolls back.
+    timeout_seconds: int = Field(default=14400, alias="timeoutSeconds", ge=1, le=86400)
+
+
 class Options(_Strict):
+    # A Distributed Map runs up to 10,000 children, but each server in flight holds one MGN launch job
+    # while its cutover launches, and MGN counts at most 200 source servers in active jobs: above 200,
+    # Start Cutover would fail on MGN's quota. Copies past EC2's limit wait for a slot (waitingForSlot).
     max_concurrency: int = Field(default=10, alias="maxConcurrency", ge=1, le=200)
     # Rebooting the cutover instance gives application-consistent snapshots; the instance is
     # a copy that nobody serves from yet, so it is the default.
@@ -136,19 +150,37 @@ class Options(_Strict):
     agent_config_parameter: str | None = Field(default=None, alias="agentConfigParameter", pattern=SSM_PARAMETER)
     install_agent: bool = Field(default=True, alias="installAgent")
     cleanup: bool = True
-    poll_interval_seconds: int = Field(default=30, alias="pollIntervalSeconds", ge=0, le=3600)
+    # The shortest wait of a poll loop; the wait grows with the time the operation has taken so far
+    # (pipeline/state.py), so noticing a finished operation adds at most 5% of its duration or this.
+    # At least a second: a wait of 0 would check again without time passing.
+    poll_interval_seconds: int = Field(default=30, alias="pollIntervalSeconds", ge=1, le=3600)
     # Each check of a poll loop adds about nine history events; a child execution keeps at most
     # 25,000, so a loop of more checks could fail the child execution before its rollback runs.
     # NOTE: the bound is per loop; a server whose every loop ran to its bound would still exceed it.
     max_poll_attempts: int = Field(default=240, alias="maxPollAttempts", ge=1, le=2500)
     # Every wait also has an overall deadline, however quick its checks are (default 4 hours).
     max_wait_seconds: int = Field(default=14400, alias="maxWaitSeconds", ge=1, le=86400)
+    approval: Approval = Field(default_factory=Approval)
+    # "sharedImage" launches the restored instance straight from the shared image, re-encrypting its
+    # volumes under the target's key, and waits for the target's own copy only after the agent steps;
+    # "targetImage" waits for that copy and launches from it (one full copy more before finalize).
+    restore_from: Literal["sharedImage", "targetImage"] = Field(default="sharedImage", alias="restoreFrom")
+    # Preflight only: replication lagging more than this (MGN's lagDuration) fails the server's preflight.
+    max_replication_lag_seconds: int = Field(default=900, alias="maxReplicationLagSeconds", ge=0, le=86400)
+
+
+MAX_PREFLIGHT_SERVERS = 80
 
 
 class WaveRequest(_Strict):
     wave: str = Field(default="wave", pattern=WAVE_NAME)
-    servers: list[Server] = Field(min_length=1, max_length=200)
+    # A wave of 500 fits one execution: one child execution per server, a copy waits for a slot
+    # (waitingForSlot) rather than fail at EC2's concurrent-copy limit, and the Map's report lines
+    # replace the servers, so the state stays under the 256 KiB Step Functions allows.
+    servers: list[Server] = Field(min_length=1, max_length=500)
     options: Options = Field(default_factory=Options)
+    # "preflight" runs only the read-only checks of every server (pipeline/preflight.py) and changes nothing.
+    mode: Literal["cutover", "preflight"] = "cutover"
 
     @model_validator(mode="after")
     def _one_entry_per_server(self) -> WaveRequest:
@@ -157,7 +189,57 @@ class WaveRequest(_Strict):
             if server.source_server_id in seen:
                 raise RequestInvalid(f"servers[{index}].sourceServerId", "names a server already in the wave")
             seen.add(server.source_server_id)
+        # NOTE: a preflight keeps every server's checks (about 2.5 KB each) beside the request in the
+        # state, so it stops where that reaches the 256 KiB Step Functions allows; a bigger wave is
+        # checked in parts. Results written to S3 (ResultWriter) would lift the limit.
+        if self.mode == "preflight" and len(self.servers) > MAX_PREFLIGHT_SERVERS:
+            raise RequestInvalid("servers", f"a preflight checks at most {MAX_PREFLIGHT_SERVERS} servers at once"
+                                            f" (this one names {len(self.servers)}): check the wave in parts")
         return self
+
+
+# A request lists its servers, or names the MGN wave or application that holds them.
+SERVER_SOURCES = ("servers", "mgnWave", "mgnApplication")
+# MGN's wave and application names: 1-256 characters, no leading, trailing or doubled white space.
+MGN_NAME = r"^[^\s\x00]( *[^\s\x00])*$"
+MGN_WAVE_ID = r"^wave-[0-9a-zA-Z]{17}$"
+MGN_APPLICATION_ID = r"^app-[0-9a-zA-Z]{17}$"
+# Where a server stands belongs to that server: a wave-wide default would put every server whose tag was
+# forgotten in the same place, so these come from each server's own tag and nowhere else.
+PER_SERVER_FIELDS = {"accountId": "target-account", "subnetId": "subnet", "privateIpAddress": "private-ip"}
+
+
+class TargetDefaults(_Strict):
+    """Target fields for the servers of an MGN wave or application whose tags leave them out."""
+
+    security_group_ids: list[Annotated[str, Field(pattern=SECURITY_GROUP_ID)]] | None = Field(
+        default=None, alias="securityGroupIds", min_length=1, max_length=5
+    )
+    instance_type: str | None = Field(default=None, alias="instanceType", pattern=INSTANCE_TYPE, max_length=32)
+    instance_profile: str | None = Field(default=None, alias="instanceProfile", pattern=INSTANCE_PROFILE)
+    kms_key_id: str | None = Field(default=None, alias="kmsKeyId", pattern=KEY_ID, max_length=2048)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_per_server_field(cls, value: Any) -> Any:
+        for field, tag in PER_SERVER_FIELDS.items():
+            if isinstance(value, dict) and field in value:
+                raise RequestInvalid(f"targetDefaults.{field}", f"is never a default: each server's tag "
+                                                                 f"{PIPELINE_TAG_PREFIX}{tag} gives it")
+        return value
+
+    _unique = field_validator("security_group_ids")(classmethod(lambda cls, value: _no_repeated_group(value)))
+    _tags = field_validator("tags")(classmethod(lambda cls, value: _valid_tags(value)))
+
+
+class MgnRequest(WaveRequest):
+    """A request naming an MGN wave or application instead of listing servers; MGN gives the servers."""
+
+    servers: list[Server] = Field(default_factory=list, max_length=0)
+    mgn_wave: str | None = Field(default=None, alias="mgnWave", pattern=MGN_NAME, max_length=256)
+    mgn_application: str | None = Field(default=None, alias="mgnApplication", pattern=MGN_NAME, max_length=256)
+    target_defaults: TargetDefaults = Field(default_factory=TargetDefaults, alias="targetDefaults")
 
 
 class EventEnvelope(_Strict):
@@ -206,6 +288,36 @@ def parse_request(payload: Any) -> WaveRequest:
     if not isinstance(payload, dict):
         raise RequestInvalid("request", "must be a JSON object")
     return _validated(WaveRequest, payload)
+
+
+def server_source(payload: Any) -> str:
+    """Which of `servers`, `mgnWave`, `mgnApplication` a request gives; `RequestInvalid` unless exactly one."""
+    if not isinstance(payload, dict):
+        return "servers"
+    given = [name for name in SERVER_SOURCES if name in payload]
+    if len(given) != 1:
+        raise RequestInvalid(", ".join(given) or "servers", "give exactly one of servers, mgnWave or mgnApplication"
+                             + ("" if given else "; the request gives none"))
+    if given[0] == "servers" and "targetDefaults" in payload:
+        raise RequestInvalid("targetDefaults", "applies only to the servers of mgnWave or mgnApplication; give each "
+                                               "listed server its whole target")
+    return given[0]
+
+
+def parse_mgn_request(payload: dict) -> MgnRequest:
+    """Validate a request naming an MGN wave or application, before MGN is asked about it."""
+    return _validated(MgnRequest, payload)
+
+
+def parse_target(placement: dict) -> Target:
+    """Validate one server's target; `RequestInvalid` names the target field (no `servers[i]` prefix)."""
+    return _validated(Target, placement)
+
+
+def max_servers() -> int:
+    """The most servers one request may hold."""
+    return next(rule.max_length for rule in WaveRequest.model_fields["servers"].metadata
+                if getattr(rule, "max_length", None) is not None)
 
 
 def _validated(model: type[BaseModel], payload: Any, prefix: str = "") -> Any:

@@ -18,11 +18,13 @@ def cutover_instance(instance_id: str) -> dict:
 
 
 def launch(current: dict) -> dict:
-    """Launch the restored instance from the target image; a retry finds the first launch."""
+    """Launch the restored instance from the shared image (its volumes re-encrypted under the target's key)
+    or from the target's own copy, as `options.restoreFrom` says; a retry finds the first launch."""
     account = state.target_account(current)
     placement = state.target(current)
     server_id = state.source_server_id(current)
-    image_id = state.slot(current, "targetImage")["imageId"]
+    from_shared = state.restore_from(current) == state.FROM_SHARED_IMAGE
+    image_id = state.slot(current, "share" if from_shared else "targetImage")["imageId"]
     ec2 = aws.target_client("ec2", account)
     token = names.client_token(server_id, image_id, "launch")
 
@@ -31,8 +33,12 @@ def launch(current: dict) -> dict:
         instance_id = existing["InstanceId"]
         logger.info("Restored instance already launched", restored_instance_id=instance_id)
     else:
-        instance_id = ec2.run_instances(**_run_request(current, image_id, token))["Instances"][0]["InstanceId"]
-        logger.info("Restored instance launched", restored_instance_id=instance_id, target_account=account)
+        request = _run_request(current, image_id, token)
+        if from_shared:
+            request["BlockDeviceMappings"] = reencrypting_mappings(_image(ec2, image_id), _target_key(ec2, placement))
+        instance_id = ec2.run_instances(**request)["Instances"][0]["InstanceId"]
+        logger.info("Restored instance launched", restored_instance_id=instance_id, target_account=account,
+                    image_id=image_id, from_shared_image=from_shared)
     ledger.record(server_id, state.execution(current), "restoredInstance", instance_id)
     return {"instanceId": instance_id, "subnetId": placement["subnetId"], "ready": False, "attempts": 0}
 
@@ -66,6 +72,42 @@ def _run_request(current: dict, image_id: str, token: str) -> dict:
     if profile:
         request["IamInstanceProfile"] = {"Name": profile}
     return request
+
+
+def reencrypting_mappings(image: dict, key_id: str) -> list[dict]:
+    """The image's own EBS mappings (device, size, type, delete-on-termination), each volume re-encrypted
+    under `key_id`: a volume made from the shared image must never stay under the sharing key, which the
+    target loses at clean up, nor be left unencrypted."""
+    mappings = []
+    for mapping in image.get("BlockDeviceMappings", []):
+        ebs = mapping.get("Ebs")
+        if not ebs:
+            # Instance store and NoDevice entries carry no data and no key: the image's own entry stands.
+            continue
+        volume = {"Encrypted": True, "KmsKeyId": key_id}
+        for field in ("VolumeSize", "VolumeType", "DeleteOnTermination"):
+            if ebs.get(field) is not None:
+                volume[field] = ebs[field]
+        # EC2 refuses Iops for a type without provisioned IOPS, and Throughput for any type but gp3.
+        if ebs.get("Iops") is not None and ebs.get("VolumeType") in ("io1", "io2", "gp3"):
+            volume["Iops"] = ebs["Iops"]
+        if ebs.get("Throughput") is not None and ebs.get("VolumeType") == "gp3":
+            volume["Throughput"] = ebs["Throughput"]
+        mappings.append({"DeviceName": mapping["DeviceName"], "Ebs": volume})
+    return mappings
+
+
+def _image(ec2, image_id: str) -> dict:
+    images = ec2.describe_images(ImageIds=[image_id])["Images"]
+    if not images:
+        raise RestoredInstanceFailed(f"shared image {image_id} is not visible to the target account")
+    return images[0]
+
+
+def _target_key(ec2, placement: dict) -> str:
+    """The request's key, else the target account's default EBS key, named explicitly: without a KmsKeyId
+    EBS could keep a shared snapshot's own key for the volume."""
+    return placement.get("kmsKeyId") or ec2.get_ebs_default_kms_key_id()["KmsKeyId"]
 
 
 def _cutover_instance_type(current: dict) -> str:

@@ -22,7 +22,10 @@ def clean_up(current: dict) -> dict:
     artifacts = ledger.read(server_id)["artifacts"]
     removed, failures = [], []
     # Sharing is always taken back; with `cleanup` off the images and the cutover instance
-    # stay in the migration account for whoever wants to inspect them.
+    # stay in the migration account for whoever wants to inspect them. The state machine comes here only
+    # once the target's own copy ended (available, or failed and reported as a follow-up).
+    # NOTE: a target copy that failed or timed out after finalize stays in the target account, for the
+    # follow-up to remove: this function has no role in the target accounts, and needs none otherwise.
     tasks = _unshare_tasks(artifacts, server_id)
     if state.option(current, "cleanup"):
         tasks += _migration_image_tasks(artifacts)
@@ -50,6 +53,11 @@ def roll_back(current: dict) -> dict:
     if artifacts.get("restoredInstance") and not finalized:
         tasks.append(("restored instance", lambda: restore.terminate(account, artifacts["restoredInstance"])))
     if artifacts.get("targetImage") and not finalized:
+        # Restoring from the shared image, the target's copy is usually still pending here: deregistering a
+        # pending copy is how EC2 stops it, so it goes the same way as a finished one.
+        # NOTE: EC2 does not document whether DeleteAssociatedSnapshots removes the snapshots of a copy it
+        # stops; the sandbox removes them. One left behind carries the managed tag and the image id in its
+        # description.
         tasks.append(("target image",
                       lambda: images.remove(aws.target_client("ec2", account), artifacts["targetImage"])))
     tasks += _unshare_tasks(artifacts, server_id) + _migration_image_tasks(artifacts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from pipeline import aws, config, ledger, state
+from pipeline import approval, ledger, notify, state
 from aws_lambda_powertools.metrics import MetricUnit
 
 from pipeline.observability import logger, metrics
@@ -22,6 +22,9 @@ def release(current: dict) -> dict:
     report = server_report(current)
     if report["outcome"] != REFUSED:
         ledger.release(state.source_server_id(current), state.execution(current), report["outcome"])
+    if approval.required(current):
+        # A branch that ended (failed, refused, cut over before) must not hold the wave's approval back.
+        approval.withdraw(current, report["outcome"])
     logger.info("Server released", outcome=report["outcome"])
     # One count per server and outcome: the dashboard's and the alarms' view of a wave.
     metrics.add_dimension(name="Outcome", value=report["outcome"])
@@ -57,6 +60,9 @@ def left_to_do(current: dict, failed_step: str | None) -> list[str]:
     """After finalize, the steps still to run by hand (or by a new execution for the server)."""
     steps = [step for _, step in state.STEPS_AFTER_FINALIZE]
     todo = steps[steps.index(failed_step):] if failed_step in steps else []
+    # A step after the failed one may still have run (the target's copy is waited for after an agent
+    # failure too); one that finished is not left to do.
+    todo = [step for step in todo if step not in state.finished_steps(current)]
     if not current.get("options", {}).get("installAgent", True):
         todo = [step for step in todo if step not in ("Wait For Managed Instance", "Install Agent", "Configure Agent")]
     cleaned = not current.get("cleanupError") and not state.slot(current, "cleanup").get("failures")
@@ -90,6 +96,10 @@ def error_of(caught: dict) -> dict:
     return {"type": error_type, "code": aws_code.group(1) if aws_code else error_type, "message": message[:1000]}
 
 
+# A Fail state's cause keeps 32,768 characters; some room is left for what Step Functions adds.
+MAX_CAUSE_CHARACTERS = 32_000
+
+
 def summarize(wave: str, execution: str, results: list[dict]) -> dict:
     """The wave summary; published to the notification topic."""
     failed = [result for result in results if result["outcome"] not in (CUT_OVER, CUT_OVER_WITH_FOLLOW_UP)]
@@ -102,21 +112,33 @@ def summarize(wave: str, execution: str, results: list[dict]) -> dict:
         "servers": results,
     }
     summary["subject"] = f"Cutover wave {wave}: {summary['cutOver']} of {summary['total']} cut over"[:100]
-    aws.client("sns").publish(
-        TopicArn=config.notification_topic_arn(),
-        Subject=summary["subject"],
-        Message=render(summary),
-        MessageAttributes={
-            "wave": {"DataType": "String", "StringValue": wave},
-            "outcome": {"DataType": "String", "StringValue": "FAILED" if failed else "SUCCEEDED"},
-            "failed": {"DataType": "Number", "StringValue": str(len(failed))},
-        },
-    )
+    notify.publish(summary["subject"], render(summary),
+                   {"wave": wave, "outcome": "FAILED" if failed else "SUCCEEDED", "failed": len(failed)})
     logger.info("Wave summarized", total=summary["total"], failed=summary["failed"])
-    # The Fail state that ends a failed wave gives the summary as its cause.
-    fields = ("wave", "execution", "total", "cutOver", "failed", "servers")
-    summary["cause"] = json.dumps({key: summary[key] for key in fields})
+    # The report lines stay in the state once ($.servers); the summary gives the counts, and the
+    # cause the Fail state that ends a failed wave carries.
+    summary["cause"] = cause(summary, failed)
+    del summary["servers"]
     return summary
+
+
+def cause(summary: dict, failed: list[dict]) -> str:
+    """The wave's summary as the Fail state's cause, within the 32,768 characters Step Functions keeps.
+
+    Every server while they fit; else the failed ones, as many as fit, and how many were left out
+    (the notification and the execution's output list them all).
+    """
+    fields = {key: summary[key] for key in ("wave", "execution", "total", "cutOver", "failed")}
+    text = json.dumps({**fields, "servers": summary["servers"]})
+    if len(text) <= MAX_CAUSE_CHARACTERS:
+        return text
+    shown = list(failed)
+    while shown:
+        text = json.dumps({**fields, "servers": shown, "serversLeftOut": summary["total"] - len(shown)})
+        if len(text) <= MAX_CAUSE_CHARACTERS:
+            return text
+        shown = shown[: len(shown) * 3 // 4]
+    return json.dumps({**fields, "servers": [], "serversLeftOut": summary["total"]})
 
 
 def render(summary: dict) -> str:

@@ -8,11 +8,13 @@ from tests.faults.helpers import one_server_request, servers_of
 
 
 def test_an_image_that_never_becomes_available_fails_at_the_wait_deadline_and_rolls_back():
-    # GIVEN an image that stays pending far longer than the wait's deadline of one second, with
-    # checks quick and many enough that the attempt bound would not stop the wait first
+    # GIVEN an image that stays pending far longer than the wait's deadline of one second (its snapshots are
+    # written at 1 KiB/s), after a cutover launch that is done at once, with checks many enough that the
+    # attempt bound would not stop the wait first
     request = one_server_request()
     request["options"].update({"maxWaitSeconds": 1, "maxPollAttempts": 2500})
-    with Sandbox(request, {"polls": {"image": 1000}}) as sandbox:
+    speed = {"mgnLaunchSeconds": 0, "conversionMiBps": 0, "snapshotMiBps": 0.001}
+    with Sandbox(request, {"speed": speed}) as sandbox:
         before = sandbox.world.inventory()
 
         # WHEN it is rehearsed

@@ -50,8 +50,10 @@ def skip_calls(monkeypatch, service: str, skip: dict) -> None:
     monkeypatch.setattr(aws, "client", client)
 
 
-def rehearse(world: dict | None = None):
-    with Sandbox(one_server_request(), world) as sandbox:
+def rehearse(world: dict | None = None, **options):
+    request = one_server_request()
+    request = {**request, "options": {**request.get("options", {}), **options}}
+    with Sandbox(request, world) as sandbox:
         rehearsal = sandbox.rehearse()
     (server,) = rehearsal.cause["servers"] if isinstance(rehearsal.cause, dict) else [None]
     return rehearsal, server
@@ -97,7 +99,15 @@ def test_without_the_snapshot_permission_the_target_cannot_copy_the_storage(monk
     assert_nothing_half_shared(rehearsal)
 
 
-def test_without_key_policy_or_grant_the_target_copy_fails_on_the_key(monkeypatch):
+@pytest.mark.parametrize("restore_from, failed_step, error_type, message", [
+    # The default launches from the shared image before the target's copy ends: EBS cannot read the snapshots,
+    # and the instance goes from pending to terminated.
+    ("sharedImage", "Launch Restored Instance", "RestoredInstanceFailed", "is terminated"),
+    # The classic restore waits for the target's copy, which ends failed on the key.
+    ("targetImage", "Copy Image To Target", "ImageFailed", "Given key ID is not accessible"),
+])
+def test_without_key_policy_or_grant_the_target_cannot_use_the_sharing_key(monkeypatch, restore_from, failed_step,
+                                                                           error_type, message):
     # GIVEN a sharing key whose policy leaves the target out, and a grant revoked as soon as it was made
     from moto.kms.models import kms_backends
     from pipeline import config, images
@@ -114,12 +124,13 @@ def test_without_key_policy_or_grant_the_target_copy_fails_on_the_key(monkeypatc
     monkeypatch.setattr(images, "share", share_then_revoke)
 
     # WHEN the server is rehearsed
-    rehearsal, server = rehearse(world_file("key-policy-missing-target.json"))
+    rehearsal, server = rehearse(world_file("key-policy-missing-target.json"), restoreFrom=restore_from)
 
-    # THEN CopyImage is accepted but the copy ends failed on the key (AWS checks it later)
-    assert (server["outcome"], server["failedStep"]) == ("ROLLED_BACK", "Copy Image To Target")
-    assert server["error"]["type"] == "ImageFailed"
-    assert "Given key ID is not accessible" in server["error"]["message"]
+    # THEN EC2 accepts the calls but AWS's later key check fails the step, and rollback takes everything back
+    # (the target's copy, failed or still running, included)
+    assert (server["outcome"], server["failedStep"]) == ("ROLLED_BACK", failed_step)
+    assert server["error"]["type"] == error_type
+    assert message in server["error"]["message"]
     assert_nothing_half_shared(rehearsal)
 
 
@@ -168,11 +179,11 @@ def test_shipped_worlds_that_should_cut_over_do(world_name):
         rehearsal = sandbox.rehearse()
 
     # THEN it cuts over; under the sharing key no re-encrypting copy is made, and the slow world goes round
-    # every poll loop of the state machine
+    # every poll loop of the state machine (the target's copy, restoring from the shared image, after finalize)
     assert rehearsal.status == "SUCCEEDED", rehearsal.cause
     if world_name.startswith("replicated"):
         assert "Check Sharing Copy" not in calls
     else:
-        loops = ["Check Cutover Launch", "Check Image", "Check Sharing Copy", "Check Target Image",
+        loops = ["Check Cutover Launch", "Check Image", "Check Sharing Copy", "Check Target Copy",
                  "Check Restored Instance", "Check Managed Instance", "Check Agent Install", "Check Agent Configure"]
         assert all(calls.count(step) >= 2 for step in loops), {step: calls.count(step) for step in loops}

@@ -1,4 +1,4 @@
-"""Helpers the sandbox tests share: clients as the pipeline has them, and a bounded poll."""
+"""Helpers the sandbox tests share: clients as the pipeline has them, and a bounded poll on simulated time."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import boto3
 
+from sandbox import clock
 from sandbox.world import DEFAULT_EXTERNAL_ID, DEFAULT_TARGET_ROLE_NAME
 
 SANDBOX_MOCK = {"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
@@ -29,10 +30,17 @@ def pipeline_client(service: str, account_id: str, role_name: str = DEFAULT_TARG
     )
 
 
-def poll(call: Callable[[], Any], done: Callable[[Any], bool], attempts: int = 5) -> tuple[Any, int]:
-    """Call until `done` holds, at most `attempts` times; returns the last answer and the calls it took."""
+# Simulated seconds between two calls of `poll`: longer than any default duration of a small world but MGN's launch.
+POLL_SECONDS = 300
+
+
+def poll(call: Callable[[], Any], done: Callable[[Any], bool], attempts: int = 5,
+         every: float = POLL_SECONDS) -> tuple[Any, int]:
+    """Call until `done` holds, at most `attempts` times, `every` simulated seconds apart (the world's clock
+    moves at once: no real time passes); returns the last answer and the calls it took."""
     for attempt in range(1, attempts + 1):
         answer = call()
         if done(answer):
             return answer, attempt
+        clock.active().sleep(every)
     raise AssertionError(f"not done after {attempts} calls; last answer: {answer}")

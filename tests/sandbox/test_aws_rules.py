@@ -191,13 +191,130 @@ def test_run_instances_from_another_accounts_image_needs_launch_permission(world
     share(shared_image, snapshots=[], key=sharing_key)
     instance_id = target.run_instances(ImageId=shared_image["ImageId"], MinCount=1, MaxCount=1)["Instances"][0][
         "InstanceId"]
+    world.clock.sleep(aws_rules.pacing.instance_boot_seconds)
 
-    # THEN the instance runs with one volume per image disk, restored from those snapshots under their key
+    # THEN the instance runs (once booted) with one volume per image disk, restored from those snapshots under
+    # their key
     assert instance_of(target, instance_id)["State"]["Name"] == "running"
     volumes = volumes_of(target, instance_id)
     assert sorted((v["Size"], v["SnapshotId"]) for v in volumes) == sorted(
         zip([8, 20], snapshot_ids(shared_image)))
     assert {v["KmsKeyId"] for v in volumes} == {sharing_key}
+
+
+def reencrypt(image_desc: dict, key: str, **override) -> list[dict]:
+    """Mappings for every disk of the image, each re-encrypted under `key` (as the restore from a shared image)."""
+    return [{"DeviceName": m["DeviceName"], "Ebs": {"Encrypted": True, "KmsKeyId": key, **override}}
+            for m in image_desc["BlockDeviceMappings"]]
+
+
+def test_a_shared_image_launches_under_the_launchers_key_with_its_key_but_no_snapshot_permission(
+        world, shared_image, sharing_key):
+    target = pipeline_client("ec2", TARGET)
+    target_key = world.ensure_key(TARGET, "alias/mgn-cutover-target")
+
+    # GIVEN the image shared with a launch permission and a grant on its key, and no createVolumePermission
+    share(shared_image, snapshots=[], key=sharing_key)
+    with pytest.raises(ClientError) as raised:
+        target.copy_image(SourceImageId=shared_image["ImageId"], SourceRegion="us-east-1", Name="needs-snapshots")
+    assert code_of(raised) == "InvalidRequest"
+
+    # WHEN the target launches it with every disk re-encrypted under its own key
+    instance_id = target.run_instances(ImageId=shared_image["ImageId"], MinCount=1, MaxCount=1,
+                                       BlockDeviceMappings=reencrypt(shared_image, target_key))["Instances"][0][
+        "InstanceId"]
+    world.clock.sleep(aws_rules.pacing.instance_boot_seconds)
+
+    # THEN the instance runs, each volume made from the image's snapshot, with its size, under the target key
+    assert instance_of(target, instance_id)["State"]["Name"] == "running"
+    volumes = volumes_of(target, instance_id)
+    assert sorted((v["Size"], v["SnapshotId"]) for v in volumes) == sorted(zip([8, 20], snapshot_ids(shared_image)))
+    assert {(v["Encrypted"], v["KmsKeyId"]) for v in volumes} == {(True, target_key)}
+
+
+def test_a_shared_image_without_its_key_terminates_at_launch(world, shared_image):
+    target = pipeline_client("ec2", TARGET)
+    target_key = world.ensure_key(TARGET, "alias/mgn-cutover-target")
+
+    # GIVEN the image shared with a launch permission only: no grant and no key policy on the sharing key
+    share(shared_image, snapshots=[])
+
+    # WHEN the target launches it re-encrypted under its own key
+    instance_id = target.run_instances(ImageId=shared_image["ImageId"], MinCount=1, MaxCount=1,
+                                       BlockDeviceMappings=reencrypt(shared_image, target_key))["Instances"][0][
+        "InstanceId"]
+
+    # THEN EC2 accepts the call, and the instance goes to terminated with AWS's state reason
+    described = instance_of(target, instance_id)
+    assert described["State"]["Name"] == "terminated"
+    assert described["StateReason"]["Code"] == "Client.InternalError"
+
+
+def test_a_launch_mapping_naming_a_key_the_launcher_cannot_use_terminates_the_instance(world, shared_image,
+                                                                                        sharing_key):
+    target = pipeline_client("ec2", TARGET)
+    # GIVEN the image shared with its key, and a mapping naming a key of another account the target may not use
+    share(shared_image, snapshots=[], key=sharing_key)
+    foreign_key = world.ensure_key(MIGRATION, "alias/someone-elses")
+
+    # WHEN launched with that key for its volumes
+    instance_id = target.run_instances(ImageId=shared_image["ImageId"], MinCount=1, MaxCount=1,
+                                       BlockDeviceMappings=reencrypt(shared_image, foreign_key))["Instances"][0][
+        "InstanceId"]
+
+    # THEN the instance terminates at launch (Client.InternalError), as AWS does when EBS cannot write the volume
+    described = instance_of(target, instance_id)
+    assert (described["State"]["Name"], described["StateReason"]["Code"]) == ("terminated", "Client.InternalError")
+
+
+def test_a_launch_mapping_cannot_take_the_encryption_off_a_shared_encrypted_disk(world, shared_image, sharing_key):
+    target = pipeline_client("ec2", TARGET)
+    share(shared_image, snapshots=[], key=sharing_key)
+    target_key = world.ensure_key(TARGET, "alias/mgn-cutover-target")
+    root = shared_image["BlockDeviceMappings"][0]["DeviceName"]
+
+    # GIVEN a mapping that asks for the root volume unencrypted / WHEN launched / THEN EC2 refuses the mapping
+    with pytest.raises(ClientError) as raised:
+        target.run_instances(ImageId=shared_image["ImageId"], MinCount=1, MaxCount=1,
+                             BlockDeviceMappings=[{"DeviceName": root, "Ebs": {"Encrypted": False}}])
+    assert code_of(raised) == "InvalidBlockDeviceMapping"
+
+    # AND a key without Encrypted true is refused too
+    with pytest.raises(ClientError) as raised:
+        target.run_instances(ImageId=shared_image["ImageId"], MinCount=1, MaxCount=1,
+                             BlockDeviceMappings=[{"DeviceName": root, "Ebs": {"KmsKeyId": target_key}}])
+    assert code_of(raised) == "InvalidParameterDependency"
+    assert [r for r in target.describe_instances()["Reservations"]] == []
+
+
+def test_the_default_ebs_key_is_the_accounts_own(world):
+    # GIVEN a target account with no default key chosen / WHEN asked / THEN EC2 names the account's EBS key
+    key = pipeline_client("ec2", TARGET).get_ebs_default_kms_key_id()["KmsKeyId"]
+    assert key.split(":")[4] == TARGET
+    assert pipeline_client("kms", TARGET).describe_key(KeyId="alias/aws/ebs")["KeyMetadata"]["Arn"] == key
+
+
+def test_copies_beyond_the_accounts_limit_are_refused_until_one_finishes(world, shared_image):
+    ec2 = boto3.client("ec2")
+    # GIVEN a limit of two copies in flight, and two copies started
+    aws_rules.limits.concurrent_image_copies = 2
+    first = ec2.copy_image(SourceImageId=shared_image["ImageId"], SourceRegion="us-east-1", Name="copy-1",
+                           ClientToken="copy-1")["ImageId"]
+    ec2.copy_image(SourceImageId=shared_image["ImageId"], SourceRegion="us-east-1", Name="copy-2")
+
+    # WHEN a third copy is asked for / THEN EC2 refuses it, while the same request of a started one is answered
+    with pytest.raises(ClientError) as raised:
+        ec2.copy_image(SourceImageId=shared_image["ImageId"], SourceRegion="us-east-1", Name="copy-3")
+    assert code_of(raised) == "ResourceLimitExceeded"
+    assert ec2.copy_image(SourceImageId=shared_image["ImageId"], SourceRegion="us-east-1", Name="copy-1",
+                          ClientToken="copy-1")["ImageId"] == first
+    # ... and another account's copies do not count against this one's limit
+    assert aws_rules.copies_in_flight(aws_rules.ec2_backend(TARGET, "us-east-1")) == []
+
+    # AND once the copies have finished, the next one starts
+    settled(ec2, first)
+    third = ec2.copy_image(SourceImageId=shared_image["ImageId"], SourceRegion="us-east-1", Name="copy-3")["ImageId"]
+    assert image(ec2, third)["State"] == "pending"
 
 
 # --- encryption carried through ---------------------------------------------------------------------------------
@@ -429,26 +546,32 @@ def test_deregister_image_deletes_its_snapshots_only_when_asked(world, shared_im
 # --- things that take time -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("polls", [0, 1, 3])
-def test_new_images_stay_pending_for_the_configured_describe_calls(aws, polls):
-    # GIVEN a world whose images take `polls` DescribeImages calls
-    with World({"polls": {"image": polls}}):
+@pytest.mark.parametrize("mib_per_second, seconds", [(0, 0.0), (100, 81.92), (50, 163.84)])
+def test_new_images_stay_pending_until_their_snapshots_are_written(aws, mib_per_second, seconds):
+    # GIVEN a world writing snapshots at `mib_per_second`, and an instance with an 8 GiB volume
+    with World({"speed": {"snapshotMiBps": mib_per_second}}) as world:
         ec2 = boto3.client("ec2")
         image_id = ec2.create_image(InstanceId=launch(ec2, [("/dev/sda1", 8, None)]), Name="cutover")["ImageId"]
 
-        # WHEN it is polled until it is no longer pending
-        described, calls = poll(lambda: image(ec2, image_id), lambda found: found["State"] != "pending")
+        # WHEN it is described just before its 8 GiB are written, and when they are
+        world.clock.sleep(max(0.0, seconds - 0.01))
+        before = image(ec2, image_id)["State"]
+        world.clock.sleep(0.01)
+        described = image(ec2, image_id)
 
-        # THEN it took exactly one call more than the pending ones, and its snapshot completed with it
-        assert (described["State"], calls) == ("available", polls + 1)
+        # THEN it was pending until then (unless the world writes at once), then available, its snapshot completed
+        assert (before, described["State"]) == ("pending" if seconds else "available", "available")
         snapshot = ec2.describe_snapshots(SnapshotIds=snapshot_ids(described))["Snapshots"][0]
         assert snapshot["State"] == "completed"
+        # AND the clock holds the operation, a full copy of the data
+        [operation] = [op for op in world.clock.operations if op.name == "CreateImage"]
+        assert (operation.name, round(operation.seconds, 2), operation.full_copy) == ("CreateImage", seconds, True)
 
 
 def test_snapshots_of_a_pending_image_are_pending(aws):
-    with World({"polls": {"image": 2}}):
+    with World({}):
         ec2 = boto3.client("ec2")
-        # WHEN an image is created and looked at once
+        # WHEN an image is created and looked at at once
         image_id = ec2.create_image(InstanceId=launch(ec2, [("/dev/sda1", 8, None)]), Name="cutover")["ImageId"]
         described = image(ec2, image_id)
 
@@ -457,16 +580,19 @@ def test_snapshots_of_a_pending_image_are_pending(aws):
         assert (described["State"], snapshot["State"]) == ("pending", "pending")
 
 
-def test_instances_stay_pending_when_the_world_says_so(aws):
-    # GIVEN a world whose instances take two describe calls to start
-    with World({"polls": {"instance": 2}}):
+def test_instances_stay_pending_until_they_have_booted(aws):
+    # GIVEN a world whose instances take 40 s to boot
+    with World({"speed": {"instanceBootSeconds": 40}}) as world:
         ec2 = boto3.client("ec2")
         instance_id = launch(ec2, [("/dev/sda1", 8, None)])
 
-        # WHEN the instance is described until it runs
-        states = [instance_of(ec2, instance_id)["State"]["Name"] for _ in range(3)]
+        # WHEN the instance is described at once, after 39 s, and after 40 s
+        states = []
+        for seconds in (0, 39, 1):
+            world.clock.sleep(seconds)
+            states.append(instance_of(ec2, instance_id)["State"]["Name"])
 
-        # THEN it was pending twice, then running; DescribeInstanceStatus only shows it once running
+        # THEN it was pending until it had booted, then running; DescribeInstanceStatus shows it running
         assert states == ["pending", "pending", "running"]
         assert ec2.describe_instance_status(InstanceIds=[instance_id])["InstanceStatuses"][0]["InstanceState"][
             "Name"] == "running"
@@ -485,16 +611,17 @@ def information(ssm, **filters) -> list[dict]:
     return ssm.describe_instance_information(**filters)["InstanceInformationList"]
 
 
-def test_instance_with_the_ssm_role_registers_after_the_configured_calls(world):
-    # GIVEN a restored instance running with the instance profile the target stack provides
+def test_instance_with_the_ssm_role_registers_once_its_agent_checks_in(world):
+    # GIVEN a restored instance launched with the instance profile the target stack provides
     _, instance_id = launch_in_target()
     ssm = pipeline_client("ssm", TARGET)
 
-    # WHEN SSM is asked for managed instances until it appears
-    listed, calls = poll(lambda: information(ssm), lambda found: bool(found))
+    # WHEN SSM is asked for managed instances until it appears, 10 s apart
+    listed, calls = poll(lambda: information(ssm), lambda found: bool(found), attempts=20, every=10)
 
-    # THEN it shows on the second call, online, as an EC2 instance with the profile's role
-    assert calls == 2
+    # THEN it shows once it has booted (40 s) and its agent checked in (90 s more): at the 14th call, 130 s in,
+    # online, as an EC2 instance with the profile's role
+    assert calls == 14
     assert [(i["InstanceId"], i["PingStatus"], i["ResourceType"]) for i in listed] == [
         (instance_id, "Online", "EC2Instance")]
     assert listed[0]["IamRole"] == DEFAULT_INSTANCE_PROFILE and listed[0]["PlatformType"] == "Linux"
@@ -572,6 +699,7 @@ def test_send_command_waits_for_the_instance_to_be_managed(world):
     poll(lambda: information(ssm), lambda found: bool(found))
     command = ssm.send_command(InstanceIds=[instance_id], **install)["Command"]
     assert command["InstanceIds"] == [instance_id]
+    world.clock.sleep(aws_rules.pacing.command_start_seconds + aws_rules.pacing.command_seconds)
     invocation = ssm.get_command_invocation(CommandId=command["CommandId"], InstanceId=instance_id)
     assert invocation["Status"] == "Success" and invocation["DocumentName"] == "AWS-ConfigureAWSPackage"
 

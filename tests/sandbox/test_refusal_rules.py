@@ -7,9 +7,9 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 from moto.kms.models import kms_backends
-from sandbox_helpers import MIGRATION, TARGET
+from sandbox_helpers import MIGRATION, TARGET, poll
 
-from sandbox import aws_rules, events
+from sandbox import aws_rules, clock, events
 from sandbox.world import DEFAULT_EXTERNAL_ID, DEFAULT_TARGET_ROLE_NAME
 
 UNKNOWN_IMAGE = "ami-0123456789abcdef0"
@@ -71,14 +71,17 @@ def test_run_instances_checks_groups_addresses_and_profile(network):
 
 def test_status_checks_initialize_before_ok(network):
     ec2, subnet, group, _ = network
-    aws_rules.pacing.status_check_polls = 2
+    aws_rules.pacing.instance_boot_seconds, aws_rules.pacing.status_check_seconds = 40, 180
     instance_id = run(ec2, subnet, [group])["InstanceId"]
 
-    # WHEN the status is read three times
-    seen = [ec2.describe_instance_status(InstanceIds=[instance_id])["InstanceStatuses"][0]["InstanceStatus"]["Status"]
-            for _ in range(3)]
+    # WHEN the status is read once the instance runs, just before its checks have passed, and when they have
+    seen = []
+    for seconds in (40, 179, 1):
+        clock.active().sleep(seconds)
+        seen.append(ec2.describe_instance_status(InstanceIds=[instance_id])["InstanceStatuses"][0][
+            "InstanceStatus"]["Status"])
 
-    # THEN the checks initialize for two calls, then pass
+    # THEN the checks initialize for their 180 s, then pass
     assert seen == ["initializing", "initializing", "ok"]
 
 
@@ -168,26 +171,31 @@ def test_template_rules_and_the_mgn_rule_condition():
 def test_pending_images_and_launches_take_longer_for_larger_disks_at_the_worlds_speed(aws):
     from sandbox.world import World
 
-    # GIVEN a world at 100 GiB a poll, with a small and a large server
-    with World({"speed": {"gibPerPoll": 100}, "polls": {"job": 1, "image": 1},
+    # GIVEN a world converting at 512 MiB/s and snapshotting at 128 MiB/s, with a small and a large server
+    with World({"speed": {"mgnLaunchSeconds": 600, "conversionMiBps": 512, "snapshotMiBps": 128},
                 "servers": {"s-00000000000000001": {"diskSizesGiB": [8]},
                             "s-00000000000000002": {"diskSizesGiB": [100, 450]}}}) as world:
         mgn = boto3.client("mgn")
         ec2 = boto3.client("ec2")
-        calls = {}
+        seconds = {}
         for server_id in ("s-00000000000000001", "s-00000000000000002"):
             world.add_source_server(server_id)
+            started = world.clock.now()
             job_id = mgn.start_cutover(sourceServerIDs=[server_id])["job"]["jobID"]
 
-            # WHEN the cutover job, then an image of its instance, are polled until done
-            statuses = [mgn.describe_jobs(filters={"jobIDs": [job_id]})["items"][0]["status"] for _ in range(9)]
+            # WHEN the cutover job, then an image of its instance, are polled every 10 s until done
+            _, calls = poll(lambda: mgn.describe_jobs(filters={"jobIDs": [job_id]})["items"][0],
+                            lambda job: job["status"] == "COMPLETED", attempts=400, every=10)
+            launched = world.clock.now()
             instance_id = world.mgn.servers[server_id].launched_instance_id
             image_id = ec2.create_image(InstanceId=instance_id, Name=f"cutover {server_id}")["ImageId"]
-            states = [ec2.describe_images(ImageIds=[image_id])["Images"][0]["State"] for _ in range(9)]
-            calls[server_id] = (statuses.index("COMPLETED") + 1, states.index("available") + 1)
+            poll(lambda: ec2.describe_images(ImageIds=[image_id])["Images"][0],
+                 lambda image: image["State"] == "available", attempts=800, every=10)
+            seconds[server_id] = (launched - started, world.clock.now() - launched)
 
-    # THEN each takes one poll more per 100 GiB (rounded up) of the server's disks
-    assert calls == {"s-00000000000000001": (3, 3), "s-00000000000000002": (8, 8)}
+    # THEN each took its disks' time at the world's speed, noticed at the next 10 s poll: the launch 600 s plus
+    # 16 s (8 GiB) or 1100 s (550 GiB) converting, the image 64 s or 4400 s of snapshots
+    assert seconds == {"s-00000000000000001": (620, 70), "s-00000000000000002": (1700, 4400)}
 
 
 def test_commands_take_time_and_a_world_can_make_one_fail(world):
@@ -196,19 +204,20 @@ def test_commands_take_time_and_a_world_can_make_one_fail(world):
     from sandbox_helpers import pipeline_client
 
     # GIVEN a managed instance, commands that take time, and a world where package installs fail
-    aws_rules.pacing.command_start_polls, aws_rules.pacing.command_polls = 1, 2
+    aws_rules.pacing.command_start_seconds, aws_rules.pacing.command_seconds = 2, 30
     aws_rules.pacing.command_failures = {"AWS-ConfigureAWSPackage": "Failed to download manifest"}
     _, instance_id = launch_in_target()
     ssm = pipeline_client("ssm", TARGET)
-    for _ in range(3):
-        ssm.describe_instance_information()
+    clock.active().sleep(aws_rules.pacing.instance_boot_seconds + aws_rules.pacing.ssm_registration_seconds)
+    ssm.describe_instance_information()
     command_id = ssm.send_command(InstanceIds=[instance_id], DocumentName="AWS-ConfigureAWSPackage",
                                   Parameters={"action": ["Install"], "name": ["AmazonCloudWatchAgent"]})[
         "Command"]["CommandId"]
 
-    # WHEN the invocation is read four times
+    # WHEN the invocation is read at once, after 2 s, after 31 s and after 32 s
     seen = []
-    for _ in range(4):
+    for seconds in (0, 2, 29, 1):
+        clock.active().sleep(seconds)
         try:
             seen.append(ssm.get_command_invocation(CommandId=command_id, InstanceId=instance_id)["Status"])
         except ClientError as err:

@@ -194,18 +194,27 @@ def test_a_server_with_a_launch_job_was_launched_in_the_console_already(aws):
         assert server["launchedInstance"]["ec2InstanceID"] == job["participatingServers"][0]["launchedEc2InstanceID"]
 
 
-def test_spec_shapes_servers_and_polls(aws):
-    spec = {"polls": {"job": 0}, "defaultServer": {"diskSizesGiB": [8, 16]},
+def test_spec_shapes_servers_and_speed(aws):
+    spec = {"speed": {"mgnLaunchSeconds": 0, "copyMiBps": 50}, "defaultServer": {"diskSizesGiB": [8, 16]},
             "servers": {DB: {"launchFails": True, "replicationKey": "alias/mgn-replication"}}}
 
     # WHEN a world is built from the spec
     with World.for_request(REQUEST, spec=spec) as world:
-        # THEN defaults reach every server, the per-server entry its server, polls the simulator
+        # THEN defaults reach every server, the per-server entry its server, speed the simulator and the rules
         assert world.mgn.servers[WEB].disks_gib == [8, 16]
         assert world.mgn.servers[DB].launch_fails is True and world.mgn.servers[DB].disks_gib == [8, 16]
         key = boto3.client("kms").describe_key(KeyId="alias/mgn-replication")["KeyMetadata"]["Arn"]
         assert world.mgn.servers[DB].replication_key_arn == key
-        assert world.mgn.job_polls == 0 and aws_rules.pacing.image_polls == 1
+        assert world.mgn.launch_seconds == 0 and world.mgn.conversion_mib_per_second == 500
+        assert (aws_rules.pacing.copy_mib_per_second, aws_rules.pacing.snapshot_mib_per_second) == (50, 100)
+
+
+def test_the_copy_limit_is_a_world_setting(aws):
+    # GIVEN a world with no limits given, and one with a small copy limit / WHEN built / THEN EC2's limit follows
+    with World():
+        assert aws_rules.limits.concurrent_image_copies == 50
+    with World({"limits": {"concurrentImageCopies": 2}}):
+        assert aws_rules.limits.concurrent_image_copies == 2
 
 
 # --- what it refuses -----------------------------------------------------------------------------------------
@@ -213,11 +222,15 @@ def test_spec_shapes_servers_and_polls(aws):
 
 @pytest.mark.parametrize("spec, complaint", [
     ({"poll": {"job": 1}}, "unknown keys ['poll']"),
-    ({"polls": {"jobs": 1}}, "unknown keys ['jobs']"),
-    ({"polls": {"job": -1}}, "spec.polls.job"),
+    ({"polls": {"job": 1}}, "unknown keys ['polls']"),
+    ({"speed": {"copyMibps": 1}}, "unknown keys ['copyMibps']"),
+    ({"speed": {"copyMiBps": -1}}, "spec.speed.copyMiBps"),
+    ({"speed": {"instanceBootSeconds": "40"}}, "spec.speed.instanceBootSeconds"),
     ({"servers": {WEB: {"diskSizesGiB": []}}}, "diskSizesGiB"),
     ({"servers": {WEB: {"diskSizesGiB": [0]}}}, "diskSizesGiB"),
     ({"defaultServer": {"launchFail": True}}, "unknown keys ['launchFail']"),
+    ({"limits": {"concurrentCopies": 2}}, "unknown keys ['concurrentCopies']"),
+    ({"limits": {"concurrentImageCopies": "2"}}, "spec.limits.concurrentImageCopies"),
 ])
 def test_a_spec_with_a_mistake_is_refused(aws, spec, complaint):
     # WHEN a world is built from a spec with a mistake

@@ -137,11 +137,18 @@ CORPUS = [
     ("noReboot as yes", console(options(noReboot="yes")), "RequestInvalid", "options.noReboot"),
     ("cleanup as 1", console(options(cleanup=1)), "RequestInvalid", "options.cleanup"),
     ("no servers", console(put("servers", [])), "RequestInvalid", "servers"),
-    ("201 servers", console(lambda r: r.update(servers=[
-        {**r["servers"][0], "sourceServerId": f"s-{i:017d}"} for i in range(201)])), "RequestInvalid", "servers"),
+    ("501 servers", console(lambda r: r.update(servers=[
+        {**r["servers"][0], "sourceServerId": f"s-{i:017d}"} for i in range(501)])), "RequestInvalid", "servers"),
     ("a server twice", console(lambda r: r["servers"].append(r["servers"][0])), "RequestInvalid",
      "servers[2].sourceServerId"),
     ("a list as the request", [load_event("console-wave.json")], "RequestInvalid", "request"),
+    # -- a request naming an MGN wave or application (the console wave's MGN holds none)
+    ("servers and an MGN wave", console(put("mgnWave", "wave-3")), "RequestInvalid", "servers, mgnWave"),
+    ("an MGN wave MGN does not hold", {"mgnWave": "wave-3"}, "MgnSelectionNotFound", "mgnWave"),
+    ("an MGN application by an id MGN does not hold", {"mgnApplication": "app-0123456789abcdef0"},
+     "MgnSelectionNotFound", "mgnApplication"),
+    ("a default account for an MGN wave", {"mgnWave": "wave-3", "targetDefaults": {"accountId": OUTSIDER}},
+     "RequestInvalid", "targetDefaults.accountId"),
     # -- the Cutover Requested event
     ("unknown envelope field", custom_event(put("replayed", True)), "RequestInvalid", "replayed"),
     ("envelope version 1", custom_event(put("version", "1")), "RequestInvalid", "version"),

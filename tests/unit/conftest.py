@@ -19,6 +19,7 @@ from sandbox import mgn
 
 from tests.unit.support import (
     EXECUTION,
+    INSTANT,
     LEDGER_TABLE,
     SECOND_TARGET_ACCOUNT,
     SOURCE_SERVER_ID,
@@ -142,9 +143,11 @@ def world(moto_world, monkeypatch):
     from sandbox.world import DEFAULT_EXTERNAL_ID, World
 
     monkeypatch.setenv("TARGET_ROLE_EXTERNAL_ID", DEFAULT_EXTERNAL_ID)
-    # Jobs and images finish at once; the tests of waiting raise the poll counts themselves.
-    with World({"polls": {"job": 0, "image": 0, "instance": 0, "ssmRegistration": 1}}) as built:
+    # Everything finishes at once; the tests of waiting give operations a duration and move the world's clock
+    # (`support.poll` does, between checks, as the state machine's Wait states do).
+    with World({"speed": INSTANT}) as built:
         yield built
+
 
 
 @pytest.fixture
@@ -237,11 +240,15 @@ def in_target(shared) -> dict:
 
 
 @pytest.fixture
-def restored(in_target) -> dict:
-    """... and the restored instance runs and passes its status checks."""
-    in_target["restored"] = restore.launch(in_target)
-    poll(lambda current: restore.check(current), in_target, "restored")
-    return in_target
+def restored(shared) -> dict:
+    """... and, in the default order: the target's own copy started, the restored instance launched from the
+    shared image and passing its status checks, then the target's copy available (its check revokes the grant
+    the launch needed)."""
+    shared["targetImage"] = images.copy_to_target(shared)
+    shared["restored"] = restore.launch(shared)
+    poll(lambda current: restore.check(current), shared, "restored")
+    poll(images.check, shared, "targetImage", "targetImage")
+    return shared
 
 
 @pytest.fixture

@@ -63,6 +63,11 @@ class TargetNetwork:
         }
 
 
+# A world's speed at which every AWS operation is done the moment it starts.
+INSTANT = {"mgnLaunchSeconds": 0, "conversionMiBps": 0, "snapshotMiBps": 0, "copyMiBps": 0, "instanceBootSeconds": 0,
+           "statusCheckSeconds": 0, "ssmRegistrationSeconds": 0, "commandStartSeconds": 0, "commandSeconds": 0}
+
+
 def server_state(placement: dict | None = None, options: dict | None = None, **slots) -> dict:
     """The per-server state the Map hands each step: the request's server and options, then slots."""
     target = placement or {
@@ -150,11 +155,15 @@ def instances_tagged(ec2, key: str, value: str) -> list[dict]:
 
 
 def poll(check, current: dict, slot: str, *args, limit: int = 10) -> dict:
-    """Run one step's check the way the state machine's loop does, at most `limit` times, until ready."""
+    """Run one step's check the way the state machine's loop does, at most `limit` times, until ready: after a
+    pending check, the world's simulated clock moves on by the wait the check asked for."""
+    from sandbox import clock
+
     for _ in range(limit):
         current[slot] = check(current, *args)
         if current[slot]["ready"]:
             return current[slot]
+        clock.active().sleep(current[slot]["nextWaitSeconds"])
     raise AssertionError(f"{slot} not ready after {limit} checks: {current[slot]}")
 
 

@@ -6,6 +6,7 @@ import pytest
 from moto.ssm.models import ssm_backends
 
 from pipeline import agent, ledger
+from sandbox import aws_rules
 from pipeline.errors import AgentCommandFailed, RequestInvalid, WaitTimedOut
 from tests.unit.support import REGION, SOURCE_SERVER_ID, TARGET_ACCOUNT, account_client, poll, server_state
 
@@ -58,11 +59,13 @@ def invocation_of(command_id: str) -> dict:
     return command.invocations[0]
 
 
-def test_check_managed_waits_until_the_agent_checks_in(finalized):
-    # GIVEN a restored instance whose SSM agent has not checked in yet
-    # WHEN it is checked twice
+def test_check_managed_waits_until_the_agent_checks_in(finalized, world):
+    # GIVEN a restored instance whose SSM agent checks in 90 s after it runs, and has not yet
+    aws_rules.pacing.ssm_registration_seconds = 90
+    # WHEN it is checked now, and again 90 s later
     first = agent.check_managed(finalized)
     finalized["managed"] = first
+    world.clock.sleep(90)
     second = agent.check_managed(finalized)
 
     # THEN the first check waits, the second sees it online

@@ -66,13 +66,14 @@ def test_start_of_a_server_mgn_does_not_know_is_refused(world, target_network, c
 
 
 def test_check_launch_waits_then_reports_the_cutover_instance(branch, world):
-    # GIVEN a started cutover, whose launch MGN reports in progress once
-    world.mgn.job_polls = 1
+    # GIVEN a started cutover, whose launch takes MGN ten minutes
+    world.mgn.launch_seconds = 600
     branch["cutover"] = cutover.start(branch)
 
-    # WHEN the launch is checked until it is done
+    # WHEN the launch is checked at once, and again once the ten minutes have passed
     first = cutover.check_launch(branch)
     branch["cutover"] = first
+    world.clock.sleep(600)
     second = cutover.check_launch(branch)
 
     # THEN the first check waits, the second names the cutover instance, which runs in EC2
@@ -87,10 +88,11 @@ def test_check_launch_waits_then_reports_the_cutover_instance(branch, world):
 
 def test_check_launch_of_a_failed_launch_raises(branch, world):
     # GIVEN MGN fails to launch the server, after one check that finds it in progress
-    world.mgn.job_polls = 1
+    world.mgn.launch_seconds = 600
     world.mgn.servers[SOURCE_SERVER_ID].launch_fails = True
     branch["cutover"] = cutover.start(branch)
     branch["cutover"] = cutover.check_launch(branch)
+    world.clock.sleep(600)
 
     # WHEN / THEN the next check raises CutoverLaunchFailed with the launch status
     with pytest.raises(CutoverLaunchFailed, match="FAILED"):
@@ -100,7 +102,7 @@ def test_check_launch_of_a_failed_launch_raises(branch, world):
 
 def test_report_of_a_failed_launch_names_the_cutover_step(branch, world):
     # GIVEN the launch failed on the first check; the Catch keeps the slot Start Cutover wrote
-    world.mgn.job_polls = 0
+    world.mgn.launch_seconds = 0
     world.mgn.servers[SOURCE_SERVER_ID].launch_fails = True
     branch["cutover"] = cutover.start(branch)
     with pytest.raises(CutoverLaunchFailed):
@@ -130,7 +132,7 @@ def test_check_launch_of_a_job_for_another_server_raises(branch, world):
 
 def test_check_launch_is_bounded(branch, world):
     # GIVEN a launch that takes longer than allowed / WHEN checked to the bound / THEN the wait ends
-    world.mgn.job_polls = 50
+    world.mgn.launch_seconds = 3600
     branch["options"]["maxPollAttempts"] = 2
     branch["cutover"] = cutover.start(branch)
     branch["cutover"] = cutover.check_launch(branch)
@@ -167,7 +169,7 @@ def test_finalize_reaches_cutover_and_is_idempotent(branch, world):
 
 def test_finalize_while_the_launch_runs_is_refused_by_mgn(branch, world):
     # GIVEN the launch has not finished
-    world.mgn.job_polls = 50
+    world.mgn.launch_seconds = 3600
     branch["cutover"] = cutover.start(branch)
 
     # WHEN / THEN MGN refuses, and the ledger does not claim the point of no return

@@ -14,9 +14,11 @@ import pytest
 
 from pipeline import aws, ledger
 from pipeline.errors import TargetNotAllowed, TransientAwsError
+from sandbox import clock
 from sandbox.world import World
 from tests.unit.support import (
     EXECUTION,
+    INSTANT,
     SOURCE_SERVER_ID,
     WAVE,
     load_event,
@@ -37,7 +39,9 @@ def handler(name: str):
 @pytest.fixture
 def console_world(moto_world, ledger_table, sharing_key, notification_topic, monkeypatch):
     """Everything the console wave names, in the sandbox: its source servers and both target accounts."""
-    with World.for_request(load_event("console-wave.json"), spec={"polls": {"job": 1, "image": 1}}) as world:
+    # The launch and the image take a little time (one wait each); everything else is done at once.
+    speed = {**INSTANT, "mgnLaunchSeconds": 30, "snapshotMiBps": 1024}
+    with World.for_request(load_event("console-wave.json"), spec={"speed": speed}) as world:
         monkeypatch.setenv("TARGET_ROLE_EXTERNAL_ID", world.external_id)
         yield world
 
@@ -51,6 +55,8 @@ def until_ready(call, limit: int = 10) -> dict:
         result = call()
         if result["ready"]:
             return result
+        # As the state machine's Wait does: the world's simulated clock moves on by the wait the check asked for.
+        clock.active().sleep(result["nextWaitSeconds"])
     raise AssertionError(f"not ready after {limit} checks: {result}")
 
 
@@ -66,8 +72,9 @@ def run_branch(item: dict, context) -> dict:
         check = {"slot": "sharedImage", "state": item}
         item["sharedImage"] = until_ready(lambda: handler("check_image")(check, context))
     item["share"] = handler("share_image")(item, context)
+    # The default restore: the target's copy is started, the restored instance launched from the shared image,
+    # and the copy waited for only after the agent steps.
     item["targetImage"] = handler("copy_image_to_target")(item, context)
-    item["targetImage"] = until_ready(lambda: handler("check_image")({"slot": "targetImage", "state": item}, context))
     item["restored"] = handler("launch_restored_instance")(item, context)
     item["restored"] = until_ready(lambda: handler("check_restored_instance")(item, context))
     item["finalize"] = handler("finalize_cutover")(item, context)
@@ -75,6 +82,8 @@ def run_branch(item: dict, context) -> dict:
     for command, slot in (("install", "agentInstall"), ("configure", "agentConfigure")):
         item[slot] = handler("send_agent_command")({"command": command, "state": item}, context)
         item[slot] = until_ready(lambda: handler("check_agent_command")({"command": command, "state": item}, context))
+    check_copy = {"slot": "targetImage", "afterFinalize": True, "state": item}
+    item["targetImage"] = until_ready(lambda: handler("check_image")(check_copy, context))
     item["cleanup"] = handler("clean_up")(item, context)
     return handler("release_server")(item, context)
 

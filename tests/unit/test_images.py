@@ -93,19 +93,21 @@ def test_create_ignores_a_failed_image_of_the_same_name(cutover_branch, cutover_
 # --- check ------------------------------------------------------------------------------------------------------------
 
 
-def test_check_reports_pending_then_available(cutover_branch):
-    # GIVEN an image that takes one poll to become available
-    aws_rules.pacing.image_polls = 1
+def test_check_reports_pending_then_available(cutover_branch, world):
+    # GIVEN an image whose snapshots take a while (the instance's 8 + 20 GiB at 100 MiB/s: 287 s)
+    aws_rules.pacing.snapshot_mib_per_second = 100
     current = cutover_branch
     current["image"] = images.create(current)
 
-    # WHEN it is checked twice
+    # WHEN it is checked at once, and again after the wait the check asks for and 260 s more
     first = images.check(current, "image")
     current["image"] = first
+    world.clock.sleep(first["nextWaitSeconds"] + 260)
     second = images.check(current, "image")
 
-    # THEN the first check counts a wait, the second finds it ready
+    # THEN the first check counts a wait of the request's shortest interval, the second finds it ready
     assert (first["ready"], first["attempts"], first["imageState"]) == (False, 1, "pending")
+    assert first["nextWaitSeconds"] == current["options"]["pollIntervalSeconds"]
     assert (second["ready"], second["attempts"], second["imageState"]) == (True, 0, "available")
 
 
@@ -132,8 +134,8 @@ def test_check_of_a_vanished_image_raises_image_failed(cutover_branch, cutover_i
 
 
 def test_check_times_out_after_max_poll_attempts(cutover_branch):
-    # GIVEN an image that stays pending longer than the request allows
-    aws_rules.pacing.image_polls = 50
+    # GIVEN an image that stays pending longer than the request allows (the clock does not move)
+    aws_rules.pacing.snapshot_mib_per_second = 1
     current = cutover_branch
     current["options"]["maxPollAttempts"] = 3
     current["image"] = images.create(current)
@@ -157,7 +159,8 @@ def test_image_under_another_key_is_copied_under_the_sharing_key(created, sharin
 
     # THEN a copy of the sharing-copy name exists, every snapshot under the sharing key, and the ledger knows it
     [copy] = images_named(ec2, image_name(cutover_instance, "sharing-copy"))
-    assert result == {"imageId": copy["ImageId"], "copied": True, "ready": False, "attempts": 0}
+    assert result == {"imageId": copy["ImageId"], "copied": True, "ready": False, "attempts": 0,
+                      "waitStartedAt": result["waitStartedAt"], "nextWaitSeconds": 30}
     assert copy["ImageId"] != created["image"]["imageId"]
     assert snapshot_keys_of(ec2, copy["ImageId"]) == {sharing_key}
     assert ledger.read(SOURCE_SERVER_ID)["artifacts"]["sharedImage"] == copy["ImageId"]
@@ -307,6 +310,54 @@ def test_copy_to_target_without_a_key_uses_the_targets_default_key(shared, targe
     # THEN the copy is encrypted, under a key of the target account, not the sharing key
     [key] = snapshot_keys_of(target_ec2, result["imageId"])
     assert key.split(":")[4] == TARGET_ACCOUNT
+
+
+def test_copy_for_sharing_waits_for_a_slot_when_ec2_runs_its_limit_of_copies(created, sharing_key, ec2,
+                                                                             cutover_instance):
+    # GIVEN the migration account already runs as many copies as EC2 allows (a limit of none left)
+    aws_rules.limits.concurrent_image_copies = 0
+
+    # WHEN the copy step runs twice
+    first = images.copy_for_sharing(created)
+    created["sharedImage"] = first
+    second = images.copy_for_sharing(created)
+
+    # THEN it answers "waiting for a slot" each time, counting the wait, and created nothing to take back
+    assert (first["waitingForSlot"], first["imageId"], first["ready"], first["attempts"]) == (True, None, False, 1)
+    assert (second["waitingForSlot"], second["attempts"]) == (True, 2)
+    assert images_named(ec2, image_name(cutover_instance, "sharing-copy")) == []
+    assert "sharedImage" not in ledger.read(SOURCE_SERVER_ID)["artifacts"]
+
+    # AND once a slot is free the same step starts the copy, the wait forgotten
+    aws_rules.limits.concurrent_image_copies = 50
+    started = images.copy_for_sharing(created)
+    [copy] = images_named(ec2, image_name(cutover_instance, "sharing-copy"))
+    assert started["imageId"] == copy["ImageId"] and started["attempts"] == 0
+    assert not started.get("waitingForSlot")
+
+
+def test_waiting_for_a_copy_slot_is_bounded(created, sharing_key):
+    # GIVEN no copy slot ever frees up, and a bound of three checks
+    aws_rules.limits.concurrent_image_copies = 0
+    created["options"]["maxPollAttempts"] = 3
+
+    # WHEN the step keeps waiting / THEN the wait ends in WaitTimedOut, as every wait does
+    created["sharedImage"] = images.copy_for_sharing(created)
+    created["sharedImage"] = images.copy_for_sharing(created)
+    with pytest.raises(WaitTimedOut):
+        images.copy_for_sharing(created)
+
+
+def test_copy_to_target_waits_for_a_slot_in_the_target_account(shared, target_ec2):
+    # GIVEN the target account runs as many copies as EC2 allows
+    aws_rules.limits.concurrent_image_copies = 0
+
+    # WHEN the target copy step runs
+    result = images.copy_to_target(shared)
+
+    # THEN it waits for a slot, and the target account holds no image yet
+    assert (result["waitingForSlot"], result["imageId"], result["accountId"]) == (True, None, TARGET_ACCOUNT)
+    assert target_ec2.describe_images(Owners=["self"])["Images"] == []
 
 
 def test_copy_to_target_outside_the_allowlist_is_refused(shared, monkeypatch):

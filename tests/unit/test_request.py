@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from pipeline.errors import RequestInvalid
-from pipeline.request import MAX_TAGS, parse_request
+from pipeline.request import MAX_PREFLIGHT_SERVERS, MAX_TAGS, parse_request
 from tests.unit.support import load_event
 
 MINIMAL_SERVER = {
@@ -58,7 +58,11 @@ def test_minimal_request_gets_the_documented_defaults():
         "pollIntervalSeconds": 30,
         "maxPollAttempts": 240,
         "maxWaitSeconds": 14400,
+        "restoreFrom": "sharedImage",
+        "approval": {"required": False, "timeoutSeconds": 14400},
+        "maxReplicationLagSeconds": 900,
     }
+    assert request["mode"] == "cutover"
     assert first_target(request)["tags"] == {}
     assert first_target(request)["privateIpAddress"] is None
 
@@ -68,7 +72,7 @@ def test_minimal_request_gets_the_documented_defaults():
     [
         ("maxConcurrency", 1),
         ("maxConcurrency", 200),
-        ("pollIntervalSeconds", 0),
+        ("pollIntervalSeconds", 1),
         ("pollIntervalSeconds", 3600),
         ("maxPollAttempts", 1),
         ("maxPollAttempts", 240),
@@ -240,10 +244,10 @@ INVALID = [
         "less than or equal to 200",
     ),
     (
-        "negative poll interval",
-        with_options(pollIntervalSeconds=-1),
+        "no poll interval",
+        with_options(pollIntervalSeconds=0),
         "options.pollIntervalSeconds",
-        "greater than or equal to 0",
+        "greater than or equal to 1",
     ),
     (
         "poll interval above an hour",
@@ -265,7 +269,11 @@ INVALID = [
     ("wave name too long", with_top_level(wave="w" * 41), "wave", "pattern"),
     ("no server", with_top_level(servers=[]), "servers", "at least 1"),
     ("servers not a list", with_top_level(servers={"sourceServerId": "s-1a2b3c4d5e6f70001"}), "servers", "list"),
-    ("too many servers", with_servers(many_servers(201)), "servers", "at most 200"),
+    ("too many servers", with_servers(many_servers(501)), "servers", "at most 500"),
+    ("unknown restore source", with_options(restoreFrom="snapshot"), "options.restoreFrom", "'sharedImage'"),
+    ("unknown mode", with_top_level(mode="dry-run"), "mode", "'preflight'"),
+    ("negative replication lag", with_options(maxReplicationLagSeconds=-1), "options.maxReplicationLagSeconds",
+     "greater than or equal to 0"),
     (
         "server named twice",
         with_servers(lambda request: request["servers"] + [request["servers"][0]]),
@@ -294,13 +302,23 @@ def test_invalid_request_names_the_field_and_the_reason(change, field, reason_wo
     assert not refused.value.reason.startswith("Value error")
 
 
-def test_a_full_wave_of_two_hundred_servers_is_accepted():
-    # GIVEN as many servers as one MGN job takes
+def test_a_wave_of_five_hundred_servers_is_accepted():
+    # GIVEN a large wave: each server gets its own MGN job, and copies past EC2's limit wait for a slot
     payload = console_wave()
-    with_servers(many_servers(200))(payload)
+    with_servers(many_servers(500))(payload)
 
     # WHEN / THEN it is accepted whole
-    assert len(parse_request(payload).servers) == 200
+    assert len(parse_request(payload).servers) == 500
+
+
+def test_restore_from_the_shared_image_is_the_default_and_the_target_image_an_option():
+    # GIVEN the console wave as it is, and with the classic restore asked for
+    classic = console_wave()
+    with_options(restoreFrom="targetImage")(classic)
+
+    # WHEN both are parsed / THEN the default launches from the shared image, the option from the target's copy
+    assert parse_request(console_wave()).options.restore_from == "sharedImage"
+    assert parse_request(classic).options.restore_from == "targetImage"
 
 
 @pytest.mark.parametrize("payload", [None, [], "wave-1", 42, [{"servers": []}]], ids=repr)
@@ -406,3 +424,19 @@ def test_an_address_of_the_shared_address_space_is_accepted():
 
     # WHEN / THEN the restored instance may be placed there
     assert first_target(parse_request(payload).model_dump(by_alias=True))["privateIpAddress"] == "100.68.1.10"
+
+
+def test_a_preflight_of_more_servers_than_its_report_can_carry_is_refused_naming_the_limit():
+    # GIVEN a preflight naming one server more than its per-check report fits in a Step Functions state
+    servers = [{"sourceServerId": f"s-{i:017d}", "target": {"accountId": "222222222222",
+                "subnetId": "subnet-0a1b2c3d4e5f60001", "securityGroupIds": ["sg-0a1b2c3d4e5f60001"]}}
+               for i in range(MAX_PREFLIGHT_SERVERS + 1)]
+
+    # WHEN it is parsed / THEN the error names the field and says to check the wave in parts
+    with pytest.raises(RequestInvalid) as refused:
+        parse_request({"mode": "preflight", "servers": servers})
+    assert refused.value.field == "servers" and "in parts" in refused.value.reason
+
+    # ... while the same wave as a cutover, and a preflight at the limit, are accepted
+    assert len(parse_request({"servers": servers}).servers) == MAX_PREFLIGHT_SERVERS + 1
+    assert len(parse_request({"mode": "preflight", "servers": servers[:-1]}).servers) == MAX_PREFLIGHT_SERVERS

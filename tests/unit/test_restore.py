@@ -7,12 +7,23 @@ import pytest
 from pipeline import ledger, names, restore
 from pipeline.errors import RestoredInstanceFailed, WaitTimedOut
 from sandbox import aws_rules
-from tests.unit.support import SOURCE_SERVER_ID, TARGET_ACCOUNT, account_client, instances_tagged, poll, server_state
+from tests.unit.support import (
+    SOURCE_SERVER_ID,
+    TARGET_ACCOUNT,
+    account_client,
+    instances_tagged,
+    migration_client,
+    poll,
+    server_state,
+)
+
+TARGET_KEY_ALIAS = "alias/mgn-cutover-target"
 
 
 @pytest.fixture
 def in_target(world, target_network, claimed_server, target_ec2) -> dict:
-    """The state once the target account owns the restored image, and the cutover instance is known.
+    """The state once the target account owns the restored image, and the cutover instance is known,
+    for the classic restore from the target's own copy (`restoreFrom: targetImage`).
 
     Both are made straight in their accounts: launching reads only the target image and the cutover
     instance's type (the whole way there is exercised by the image and handler tests).
@@ -29,7 +40,7 @@ def in_target(world, target_network, claimed_server, target_ec2) -> dict:
     placement = target_network.placement(privateIpAddress="10.20.1.10", instanceProfile=target_network.instance_profile)
     return server_state(
         placement,
-        options={"maxPollAttempts": 5},
+        options={"maxPollAttempts": 5, "restoreFrom": "targetImage"},
         claim={"claimed": True, "artifacts": {}},
         cutover={"jobId": "mgnjob-1", "ready": True, "attempts": 0, "cutoverInstanceId": cutover_instance},
         targetImage={"imageId": image_id, "accountId": TARGET_ACCOUNT, "ready": True, "attempts": 0},
@@ -132,8 +143,8 @@ def test_check_is_ready_when_running_with_both_checks_ok(in_target):
 
 
 def test_check_waits_while_the_instance_is_pending(in_target):
-    # GIVEN an instance that stays pending for a few checks
-    aws_rules.pacing.instance_polls = 2
+    # GIVEN an instance that boots in 40 s
+    aws_rules.pacing.instance_boot_seconds = 40
     in_target["restored"] = restore.launch(in_target)
 
     # WHEN it is checked
@@ -146,7 +157,7 @@ def test_check_waits_while_the_instance_is_pending(in_target):
 
 def test_check_of_a_pending_instance_is_bounded(in_target):
     # GIVEN an instance that stays pending / WHEN checked to the bound / THEN the wait ends
-    aws_rules.pacing.instance_polls = 50
+    aws_rules.pacing.instance_boot_seconds = 3600
     in_target["options"]["maxPollAttempts"] = 2
     in_target["restored"] = restore.launch(in_target)
     in_target["restored"] = restore.check(in_target)
@@ -171,3 +182,95 @@ def test_terminate_is_idempotent(in_target, target_ec2):
     assert restore.terminate(TARGET_ACCOUNT, instance_id) == [f"restored instance {instance_id}"]
     assert restore.terminate(TARGET_ACCOUNT, "i-0123456789abcdef0") == []
     assert restored_instances(target_ec2) == []
+
+
+# --- restore straight from the shared image (the default) ------------------------------------------------------------
+
+
+def volumes_of(ec2, instance: dict) -> dict[str, dict]:
+    """The restored instance's volumes by device name."""
+    ids = [mapping["Ebs"]["VolumeId"] for mapping in instance["BlockDeviceMappings"]]
+    volumes = ec2.describe_volumes(VolumeIds=ids)["Volumes"]
+    return {volume["Attachments"][0]["Device"]: volume for volume in volumes}
+
+
+def test_mappings_re_encrypt_every_volume_of_the_image_and_keep_its_shape():
+    # GIVEN a shared image with a root and a data disk of its own sizes, types and deletion flags, and an
+    # instance store entry
+    image = {"BlockDeviceMappings": [
+        {"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": "snap-1", "VolumeSize": 8, "VolumeType": "gp3",
+                                            "DeleteOnTermination": True, "Encrypted": True, "Iops": 3000}},
+        {"DeviceName": "/dev/sdf", "Ebs": {"SnapshotId": "snap-2", "VolumeSize": 100, "VolumeType": "io2",
+                                           "DeleteOnTermination": False, "Encrypted": True}},
+        {"DeviceName": "/dev/sdb", "VirtualName": "ephemeral0"},
+    ]}
+
+    # WHEN the launch's mappings are built for the target key
+    key = "arn:aws:kms:eu-west-1:222222222222:key/target"
+    mappings = restore.reencrypting_mappings(image, key)
+
+    # THEN each EBS device keeps its size, type and deletion flag, is encrypted under the target key, and names
+    # no snapshot (the image's own stands); the instance store entry is left to the image
+    assert mappings == [
+        {"DeviceName": "/dev/xvda", "Ebs": {"Encrypted": True, "KmsKeyId": key, "VolumeSize": 8, "VolumeType": "gp3",
+                                            "DeleteOnTermination": True, "Iops": 3000}},
+        {"DeviceName": "/dev/sdf", "Ebs": {"Encrypted": True, "KmsKeyId": key, "VolumeSize": 100, "VolumeType": "io2",
+                                           "DeleteOnTermination": False}},
+    ]
+
+
+@pytest.fixture
+def target_key(world, target_account) -> str:
+    return world.ensure_key(target_account, TARGET_KEY_ALIAS)
+
+
+def test_launch_from_the_shared_image_puts_every_volume_under_the_target_key(shared, target_key, target_ec2,
+                                                                              sharing_key):
+    # GIVEN the image shared with the target account, under the sharing key, and a request naming the target key
+    shared["server"]["target"]["kmsKeyId"] = TARGET_KEY_ALIAS
+    shared_image = migration_client("ec2").describe_images(ImageIds=[shared["share"]["imageId"]])["Images"][0]
+
+    # WHEN the restored instance is launched, with no copy of the image in the target account
+    restore.launch(shared)
+
+    # THEN it runs from the shared image, one volume per disk of the image, each under the target key
+    [instance] = restored_instances(target_ec2)
+    assert instance["ImageId"] == shared["share"]["imageId"]
+    volumes = volumes_of(target_ec2, instance)
+    disks = {m["DeviceName"]: m["Ebs"] for m in shared_image["BlockDeviceMappings"]}
+    assert set(volumes) == set(disks)
+    for device, volume in volumes.items():
+        assert (volume["Encrypted"], volume["KmsKeyId"]) == (True, target_key)
+        assert volume["Size"] == disks[device]["VolumeSize"]
+    deleted_with_instance = {m["DeviceName"]: m["Ebs"]["DeleteOnTermination"] for m in instance["BlockDeviceMappings"]}
+    assert deleted_with_instance == {device: disk["DeleteOnTermination"] for device, disk in disks.items()}
+    assert sharing_key not in {volume["KmsKeyId"] for volume in volumes.values()}
+
+
+def test_launch_from_the_shared_image_without_a_key_uses_the_targets_default_ebs_key(shared, target_ec2, sharing_key):
+    # GIVEN a request that names no key for the target
+    assert shared["server"]["target"]["kmsKeyId"] is None
+    default_key = target_ec2.get_ebs_default_kms_key_id()["KmsKeyId"]
+
+    # WHEN the restored instance is launched from the shared image
+    restore.launch(shared)
+
+    # THEN its volumes are under the target account's default EBS key, never the sharing key
+    [instance] = restored_instances(target_ec2)
+    keys = {volume["KmsKeyId"] for volume in volumes_of(target_ec2, instance).values()}
+    assert keys == {default_key}
+    assert default_key.split(":")[4] == TARGET_ACCOUNT
+
+
+def test_launch_from_the_shared_image_needs_no_copy_in_the_target_account(shared, target_key, target_ec2):
+    # GIVEN the shared image and no target copy at all
+    shared["server"]["target"]["kmsKeyId"] = TARGET_KEY_ALIAS
+    assert "targetImage" not in shared
+
+    # WHEN the instance is launched and checked until verified
+    shared["restored"] = restore.launch(shared)
+    verified = poll(restore.check, shared, "restored")
+
+    # THEN it is verified, and the target account owns no image
+    assert verified["ready"] is True
+    assert target_ec2.describe_images(Owners=["self"])["Images"] == []

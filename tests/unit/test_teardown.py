@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 
-from pipeline import aws, cutover, images, ledger, teardown, wave
+from pipeline import aws, cutover, images, ledger, restore, teardown, wave
 from pipeline.errors import CutoverJobActive, TransientAwsError
 from tests.unit.support import (
     EXECUTION,
@@ -19,6 +19,7 @@ from tests.unit.support import (
     poll,
     refuse_calls,
     server_state,
+    set_image_state,
     snapshot_ids_of,
     volume_permissions,
 )
@@ -200,6 +201,27 @@ def test_roll_back_removes_everything_in_both_accounts(restored, world, sharing_
     assert ledger.read(SOURCE_SERVER_ID)["artifacts"] == {}
 
 
+def test_roll_back_with_the_target_copy_still_in_flight_leaves_nothing(shared, world, sharing_key, ec2, target_ec2):
+    # GIVEN the default restore: the target's copy started and still pending, the restored instance launched from
+    # the shared image, and a failure before finalize
+    shared["targetImage"] = images.copy_to_target(shared)
+    set_image_state(shared["server"]["target"]["accountId"], shared["targetImage"]["imageId"], "pending")
+    shared["restored"] = restore.launch(shared)
+
+    # WHEN the branch rolls back
+    result = teardown.roll_back(shared)
+
+    # THEN the pending copy is stopped (deregistered) with its snapshots, the restored instance terminated, and
+    # nothing stays shared or granted
+    assert result["complete"] is True and result["failures"] == []
+    assert f"image {shared['targetImage']['imageId']}" in result["removed"]
+    assert target_ec2.describe_images(Owners=["self"])["Images"] == [] and snapshots_left(target_ec2) == []
+    assert instance_state(target_ec2, shared["restored"]["instanceId"]) == "terminated"
+    assert ec2.describe_images(Owners=["self"])["Images"] == [] and snapshots_left(ec2) == []
+    assert grants_on(sharing_key) == []
+    assert ledger.read(SOURCE_SERVER_ID)["artifacts"] == {}
+
+
 def test_roll_back_right_after_the_image_was_created(created, world, ec2):
     # GIVEN only the cutover image exists when the copy step fails
     # WHEN the branch rolls back
@@ -242,7 +264,7 @@ def test_roll_back_keeps_going_and_reports_what_it_could_not_remove(restored, wo
 
 def test_roll_back_while_mgn_still_launches_reports_the_lifecycle(world, target_network, claimed_server):
     # GIVEN the wait for the cutover launch ran out while MGN's job still runs
-    world.mgn.job_polls = 50
+    world.mgn.launch_seconds = 3600
     world.mgn.add_source_server(SOURCE_SERVER_ID)
     current = server_state(target_network.placement(), claim={"claimed": True, "artifacts": {}})
     current["cutover"] = cutover.start(current)
@@ -263,14 +285,15 @@ def test_roll_back_after_the_launch_job_ended_terminates_the_instance_it_launche
     world, target_network, claimed_server
 ):
     # GIVEN the wait for the cutover launch failed before the pipeline saw the instance, and the job then ended
-    world.mgn.job_polls = 1
+    world.mgn.launch_seconds = 600
     world.mgn.add_source_server(SOURCE_SERVER_ID)
     current = server_state(target_network.placement(), claim={"claimed": True, "artifacts": {}})
     current["cutover"] = cutover.start(current)
     with pytest.raises(CutoverJobActive):
         teardown.roll_back(current)
 
-    # WHEN the Roll Back state retries
+    # WHEN the Roll Back state retries, once the job has ended
+    world.clock.sleep(600)
     result = teardown.roll_back(current)
 
     # THEN the instance MGN launched is terminated and the server is ready for cutover again

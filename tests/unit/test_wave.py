@@ -7,6 +7,7 @@ import json
 import pytest
 
 from pipeline import ledger, wave
+from pipeline.request import Options
 from tests.unit.support import (
     EXECUTION,
     OTHER_EXECUTION,
@@ -344,9 +345,66 @@ def test_summary_cause_holds_the_report_for_the_fail_state(subscriber):
     assert cause == {**expected, "servers": [rolled_back_line()]}
 
 
+def test_a_wave_of_500_keeps_its_state_and_cause_within_step_functions_limits(subscriber):
+    # GIVEN 500 report lines, one server in five rolled back with its error, as the Map leaves them in $.servers
+    lines = [rolled_back_line() if i % 5 == 0 else cut_over_line(f"s-{i:017d}") for i in range(500)]
+    options = Options().model_dump(by_alias=True)
+
+    # WHEN the wave is summarized into $.summary
+    summary = wave.summarize(WAVE, EXECUTION, lines)
+    state = {"execution": EXECUTION, "wave": WAVE, "options": options, "servers": lines, "summary": summary}
+
+    # THEN the state stays under the 256 KiB a state may carry, and the cause under the 32,768 characters a
+    # Fail state keeps: the failed servers first, with how many were left out
+    assert len(json.dumps(state).encode()) < 256 * 1024
+    cause = json.loads(summary["cause"])
+    assert len(summary["cause"]) <= 32_768
+    assert cause["failed"] == 100 and cause["total"] == 500
+    assert all(line["outcome"] == "ROLLED_BACK" for line in cause["servers"])
+    assert cause["serversLeftOut"] == 500 - len(cause["servers"]) and cause["servers"]
+    assert "servers" not in summary
+
+
 def test_summary_without_a_topic_setting_fails_loudly(moto_world):
     # GIVEN no topic setting / WHEN the wave is summarized / THEN MissingSetting names it
     from pipeline.config import MissingSetting
 
     with pytest.raises(MissingSetting, match="NOTIFICATION_TOPIC_ARN"):
         wave.summarize(WAVE, EXECUTION, [cut_over_line()])
+
+
+FROM_SHARED_IMAGE = {**THROUGH_FINALIZE, "targetImage": {"imageId": "ami-00000000000000003", "ready": False,
+                                                          "attempts": 3}}
+COPY_FAILED = caught("ImageFailed", json.dumps({"errorType": "ImageFailed",
+                                               "errorMessage": "image ami-00000000000000003 is failed: no reason"}))
+
+
+def test_a_target_copy_that_fails_after_finalize_is_a_follow_up():
+    # GIVEN the default restore: the restored instance verified and finalized, the agent steps done, and the
+    # target's own copy then failed
+    current = server_state(**FROM_SHARED_IMAGE, managed={"ready": True}, agentInstall={"ready": True},
+                           agentConfigure={"ready": True}, error=COPY_FAILED,
+                           cleanup={"removed": [], "failures": [], "ready": True})
+
+    # WHEN / THEN the server stays cut over, and the copy is the one thing left to do
+    report = wave.server_report(current)
+    assert report["outcome"] == "CUT_OVER_WITH_FOLLOW_UP"
+    assert report["restoredInstanceId"] == "i-0restored0000001"
+    assert report["failedStep"] == "Copy Image To Target"
+    assert report["error"]["code"] == "ImageFailed"
+    assert report["leftToDo"] == ["Copy Image To Target"]
+
+
+def test_an_agent_failure_lists_the_target_copy_only_when_that_failed_too():
+    # GIVEN the agent install failed after finalize; the target copy then finished in one case, failed in the other
+    agent_failed = caught("AgentCommandFailed", json.dumps({"errorType": "AgentCommandFailed", "errorMessage": "x"}))
+    copied = server_state(**{**FROM_SHARED_IMAGE, "targetImage": THROUGH_FINALIZE["targetImage"]},
+                          managed={"ready": True}, error=agent_failed)
+    not_copied = server_state(**FROM_SHARED_IMAGE, managed={"ready": True}, error=agent_failed,
+                              targetCopyError=COPY_FAILED)
+
+    # WHEN / THEN the agent failure stays the reported error, and the copy is left to do only when it failed
+    assert wave.server_report(copied)["leftToDo"] == ["Install Agent", "Configure Agent"]
+    report = wave.server_report(not_copied)
+    assert report["failedStep"] == "Install Agent" and report["error"]["code"] == "AgentCommandFailed"
+    assert report["leftToDo"] == ["Install Agent", "Configure Agent", "Copy Image To Target"]

@@ -1,0 +1,5 @@
+import sys
+
+from mgncutover.cli import main
+
+sys.exit(main())

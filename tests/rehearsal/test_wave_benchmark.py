@@ -1,0 +1,70 @@
+"""The wave benchmark's figures agree with the rehearsal they are read from."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import boto3
+
+from sandbox import wave_benchmark
+from sandbox.runner import REGION, Sandbox
+
+
+def state_entered_events(execution_arn: str) -> int:
+    """StateEntered events in an execution's history and in those of its Distributed Map children, as an
+    engineer would count them from the console or the CLI."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    arns = [execution_arn]
+    for map_run in sfn.list_map_runs(executionArn=execution_arn)["mapRuns"]:
+        pages = sfn.get_paginator("list_executions").paginate(mapRunArn=map_run["mapRunArn"])
+        arns += [child["executionArn"] for page in pages for child in page["executions"]]
+    entered = 0
+    for arn in arns:
+        for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn):
+            entered += sum(1 for event in page["events"] if event["type"].endswith("StateEntered"))
+    return entered
+
+
+def test_counted_figures_match_the_rehearsal_of_a_three_server_wave():
+    # GIVEN a generated wave of three servers over the three target accounts, on the classic path
+    request, world = wave_benchmark.generated_wave(3, "classic")
+    assert sorted({s["target"]["accountId"] for s in request["servers"]}) == list(wave_benchmark.TARGET_ACCOUNTS)
+
+    # WHEN it is rehearsed with the benchmark's counters on
+    with wave_benchmark.counting() as counters, contextlib.redirect_stdout(io.StringIO()):
+        with Sandbox(request, world) as sandbox:
+            rehearsal = sandbox.rehearse()
+            figures = wave_benchmark.figures(sandbox, rehearsal, counters, 3)
+            arn = f"{sandbox.state_machine_arn.replace(':stateMachine:', ':execution:')}:{rehearsal.execution}"
+            entered = state_entered_events(arn)
+
+    # THEN every server cut over, and the figures are the rehearsal's own
+    assert rehearsal.status == "SUCCEEDED", rehearsal.cause
+    assert figures["perServer"]["lambdaInvocations"] == len(sandbox.invocations) / 3
+    assert counters.states_entered == entered
+    assert figures["totals"]["stateTransitions"] == counters.states_entered + counters.retries
+    # Each server's image is made once and copied twice (under the sharing key, then by its target account),
+    # each target account assumed into; no Lambda call of the state machine is counted as a handler's.
+    by_operation = figures["totals"]["awsCallsByOperation"]
+    assert by_operation["ec2:CreateImage"] == 3
+    assert by_operation["ec2:CopyImage"] == 6
+    assert not any(name.startswith("lambda:") for name in by_operation)
+    assert sum(figures["totals"]["awsCallsByService"].values()) == figures["totals"]["awsCalls"]
+    assert figures["perServer"]["fullCopiesOnCriticalPath"] == 3
+
+
+def test_a_one_server_wave_on_both_paths_compares_the_full_copies_before_finalize():
+    # GIVEN one server, measured on the direct and on the classic path in the same run
+    benchmark = wave_benchmark.run([1], ["direct", "classic"], in_process=True)
+
+    # THEN both cut over; the direct path waited for one full copy (the image), the classic path for three
+    direct, classic = benchmark["results"]
+    assert (direct["status"], classic["status"]) == ("SUCCEEDED", "SUCCEEDED")
+    assert direct["perServer"]["fullCopiesOnCriticalPath"] == 1
+    assert classic["perServer"]["fullCopiesOnCriticalPath"] == 3
+    assert benchmark["ratios"]["1"]["fullCopiesOnCriticalPath"] == 3
+    # and the downtime it saves is real: the classic path's is longer
+    assert benchmark["ratios"]["1"]["downtimeSeconds"] > 1
+    # and the table shows every figure, none of them unavailable
+    assert wave_benchmark.UNAVAILABLE not in wave_benchmark.render(benchmark)
