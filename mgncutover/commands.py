@@ -54,6 +54,9 @@ class Context:
     stack: Stack
     out: IO[str] = field(default_factory=lambda: sys.stdout)
     json: bool = False
+    # What "now" is to `watch`: the wall clock on AWS, the simulated clock in the sandbox, whose
+    # execution histories carry simulated time.
+    clock: Callable[[], float] = time.time
 
     def client(self, service: str):
         return self.session.client(service)
@@ -153,7 +156,7 @@ def watch(ctx: Context, execution: str, plain: bool = False, follow_to_end: bool
           sleep: Callable[[float], None] = time.sleep) -> tuple[int, Wave]:
     """Follow the execution to its end (or look once); the exit code is its outcome."""
     arn = ctx.stack.execution_arn(execution)
-    watcher = Watch(ctx.client("stepfunctions"), arn, out=ctx.out, mode=watch_mode(ctx, plain))
+    watcher = Watch(ctx.client("stepfunctions"), arn, out=ctx.out, mode=watch_mode(ctx, plain), clock=ctx.clock)
     wave = follow(watcher, interval, timeout, on_poll=on_poll, follow_to_end=follow_to_end, sleep=sleep)
     return exit_code(wave.status), wave
 

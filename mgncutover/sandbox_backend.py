@@ -36,4 +36,6 @@ def context_for(sandbox: Any, out: IO[str], json_output: bool = False, region: s
         if getattr(sandbox, attribute, None):
             given[setting] = getattr(sandbox, attribute)
     session = boto3.Session(region_name=region)
-    return Context(session, Stack(session, given=given), out=out, json=json_output)
+    from sandbox import clock
+
+    return Context(session, Stack(session, given=given), out=out, json=json_output, clock=lambda: clock.active().now())

@@ -2,7 +2,7 @@
 
     python -m mgncutover.transcript
 
-Timings differ from run to run; tests/cli/test_transcript.py checks the recording's form.
+The times are the rehearsal's simulated time; tests/cli/test_transcript.py checks the recording's form.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ What `watch` prints without a terminal (a pipe, CI, or `--plain`): a line each t
 a new step or ends, with the time since the watch began, then the final table and the progress bar.
 On a terminal the same table is redrawn in place instead; `--json` prints one JSON object per change.
 
-Recorded from the sandbox with `python -m mgncutover.transcript` (the timings differ every run):
+Recorded from the sandbox with `python -m mgncutover.transcript` (times are the sandbox's simulated time, as AWS would take them):
 """
 
 

@@ -106,7 +106,10 @@ def installed() -> Iterator[Registry]:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(tz=datetime.timezone.utc)
+    # The rehearsal's simulated time, as its history events carry.
+    from sandbox import clock
+
+    return datetime.datetime.fromtimestamp(clock.active().now(), tz=datetime.timezone.utc)
 
 
 def _started(env, child: Child) -> None:

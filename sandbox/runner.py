@@ -22,6 +22,7 @@ import traceback
 import uuid
 import warnings
 import contextlib
+import datetime
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -719,8 +720,10 @@ def _patch_interpreter() -> Iterator[None]:
     from moto.stepfunctions.parser.asl.component.state.exec import execute_state
     from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
     from moto.stepfunctions.parser.asl.component.state.wait.wait_function import wait_function
+    from moto.stepfunctions.parser.asl.eval.event.event_manager import EventManager
 
     original_wait = wait_function.WaitFunction._wait_interval
+    original_stamp = EventManager.__dict__["_get_current_timestamp"]
     original_threads = (execute_state.Thread, program.threading)
     original_time = retrier_decl.time
     original_random = jitter_strategy_decl.random
@@ -770,10 +773,14 @@ def _patch_interpreter() -> Iterator[None]:
     inline.InlineIterationComponent._eval_body = not_live_while(original_bodies[0])
     distributed.DistributedIterationComponent._eval_body = not_live_while(original_bodies[1])
     lambda_eval_utils.boto_client_for = cached_client
+    # History events carry simulated time, so what `watch` shows of a rehearsal is what AWS would show.
+    EventManager._get_current_timestamp = staticmethod(
+        lambda: datetime.datetime.fromtimestamp(clock.active().now(), tz=datetime.timezone.utc))
     try:
         yield
     finally:
         wait_function.WaitFunction._wait_interval = original_wait
+        EventManager._get_current_timestamp = original_stamp
         execute_state.Thread, program.threading = original_threads
         retrier_decl.time = original_time
         jitter_strategy_decl.random = original_random
