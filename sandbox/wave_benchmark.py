@@ -1,4 +1,5 @@
-"""The wave benchmark: what one wave costs, per server, on the direct path and on the classic one.
+"""The wave benchmark: what one wave costs, per server, on the direct path, the direct path with a
+re-encrypting copy, and the classic one.
 
     python -m sandbox benchmark [--sizes 1,10,100,500] [--paths direct,classic] [--json] [--markdown FILE]
     python -m sandbox benchmark --imports          # the cold-start import figures (sandbox/benchmark.py)
@@ -9,6 +10,8 @@ target accounts, one 100 GiB disk each, ids that are the same every run. The two
 - direct: the server replicates under the pipeline's sharing key (no re-encrypting copy) and the restored
   instance launches straight from the shared image (`restoreFrom: "sharedImage"`); the target's own copy
   comes after finalize.
+- reencrypt: the server replicates under the default EBS key, so the image is first copied under the sharing
+  key; the restored instance still launches straight from the shared image: two full copies before finalize.
 - classic: the server replicates under the default EBS key, so the image is first copied under the sharing
   key, and the restored instance launches from the target's own copy (`restoreFrom: "targetImage"`): three
   full copies (the image, the re-encrypting copy, the target's copy) before the server is finalized.
@@ -44,7 +47,7 @@ from sandbox import template as cfn
 # NOTE: a 500-server wave (200 iterations at once) has not finished here yet: after some 15 minutes its threads
 # failed with MemoryError at about 400 threads and 267 GB of reserved address space; 100 servers finish.
 SIZES = (1, 10, 100, 500)
-PATHS = ("direct", "classic")
+PATHS = ("direct", "reencrypt", "classic")
 TARGET_ACCOUNTS = ("222222222222", "333333333333", "444444444444")
 DISK_GIB = 100
 # One subnet holds this many of an account's servers (a /24 has 251 usable addresses; the first ten are kept).
@@ -85,7 +88,7 @@ def generated_wave(size: int, path: str) -> tuple[dict, dict]:
         })
     request = {"wave": f"bench-{size}-{path}", "servers": servers,
                "options": {"maxConcurrency": min(size, 200),
-                           "restoreFrom": "sharedImage" if path == "direct" else "targetImage"}}
+                           "restoreFrom": "targetImage" if path == "classic" else "sharedImage"}}
     server = {"diskSizesGiB": [DISK_GIB]}
     if path == "direct":
         server["replicationKey"] = "sharing-key"
@@ -391,7 +394,7 @@ def _duration(seconds: float | None) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="wave sizes, comma-separated (1 to 500)")
-    parser.add_argument("--paths", default=",".join(PATHS), help="direct, classic or both, comma-separated")
+    parser.add_argument("--paths", default=",".join(PATHS), help="direct, reencrypt and classic, or some of them, comma-separated")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown to FILE")
     parser.add_argument("--imports", action="store_true",

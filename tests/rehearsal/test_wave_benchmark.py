@@ -54,14 +54,17 @@ def test_counted_figures_match_the_rehearsal_of_a_three_server_wave():
     assert figures["perServer"]["fullCopiesOnCriticalPath"] == 3
 
 
-def test_a_one_server_wave_on_both_paths_compares_the_full_copies_before_finalize():
-    # GIVEN one server, measured on the direct and on the classic path in the same run
-    benchmark = wave_benchmark.run([1], ["direct", "classic"], in_process=True)
+def test_a_one_server_wave_on_every_path_compares_the_full_copies_before_finalize():
+    # GIVEN one server, measured on the direct path, the direct path with a re-encrypting copy, and the classic
+    # path, in the same run
+    benchmark = wave_benchmark.run([1], ["direct", "reencrypt", "classic"], in_process=True)
 
-    # THEN both cut over; the direct path waited for one full copy (the image), the classic path for three
-    direct, classic = benchmark["results"]
-    assert (direct["status"], classic["status"]) == ("SUCCEEDED", "SUCCEEDED")
+    # THEN all cut over; before finalize the direct path waited for one full copy (the image), the direct path
+    # with volumes under the default EBS key for two, the classic path for three
+    direct, reencrypt, classic = benchmark["results"]
+    assert [result["status"] for result in benchmark["results"]] == ["SUCCEEDED"] * 3
     assert direct["perServer"]["fullCopiesOnCriticalPath"] == 1
+    assert reencrypt["perServer"]["fullCopiesOnCriticalPath"] == 2
     assert classic["perServer"]["fullCopiesOnCriticalPath"] == 3
     assert benchmark["ratios"]["1"]["fullCopiesOnCriticalPath"] == 3
     # and the downtime it saves is real: the classic path's is longer
