@@ -61,10 +61,7 @@ def main(argv: list[str] | None = None, out=None) -> int:
         args.sandbox, args.world = True, args.world or args.world_first
     try:
         return args.run(args, out)
-    except UsageError as err:
-        print(f"cutover: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except (StackOutputMissing, ProfileNotFound) as err:
+    except (UsageError, StackOutputMissing, ProfileNotFound) as err:
         print(f"cutover: {err}", file=sys.stderr)
         return EXIT_USAGE
     except ClientError as err:

@@ -43,10 +43,8 @@ class EventRule:
 
 def rules_from_template(template: dict, parameters: dict[str, Any]) -> list[EventRule]:
     """The EventBridge rules of the template's state machines, resolved for these stack parameters."""
-    declared = {name: spec.get("Default") for name, spec in template.get("Parameters", {}).items()}
-    values = {**declared, **parameters}
-    conditions = {name: _condition(body, values, template.get("Conditions", {}))
-                  for name, body in template.get("Conditions", {}).items()}
+    # A rule's pattern and state hold no resource references: parameters and conditions decide them.
+    resolver = cfn.Resolver(template, parameters, {}, {})
     rules = []
     for logical_id, resource in template["Resources"].items():
         if resource["Type"] != "AWS::Serverless::StateMachine":
@@ -55,42 +53,10 @@ def rules_from_template(template: dict, parameters: dict[str, Any]) -> list[Even
             if event.get("Type") not in ("EventBridgeRule", "CloudWatchEvent"):
                 continue
             properties = event.get("Properties", {})
-            state = _if(properties.get("State", ENABLED), conditions)
-            rules.append(EventRule(f"{logical_id}{event_id}", _if(properties["Pattern"], conditions), state))
+            state = resolver.resolve(properties.get("State", ENABLED))
+            rules.append(EventRule(f"{logical_id}{event_id}", resolver.resolve(properties["Pattern"]), state))
     return rules
 
-
-def _condition(body: Any, values: dict, declared: dict) -> bool:
-    (name, argument), = body.items()
-    if name == "Fn::Equals":
-        left, right = (_value(item, values) for item in argument)
-        return str(left) == str(right)
-    if name == "Fn::Not":
-        return not _condition(argument[0], values, declared)
-    if name == "Fn::And":
-        return all(_condition(item, values, declared) for item in argument)
-    if name == "Fn::Or":
-        return any(_condition(item, values, declared) for item in argument)
-    if name == "Condition":
-        return _condition(declared[argument], values, declared)
-    raise cfn.TemplateError(f"the sandbox cannot evaluate condition function {name}")
-
-
-def _value(item: Any, values: dict) -> Any:
-    if isinstance(item, dict) and "Ref" in item:
-        return values[item["Ref"]]
-    return item
-
-
-def _if(value: Any, conditions: dict[str, bool]) -> Any:
-    if isinstance(value, list):
-        return [_if(item, conditions) for item in value]
-    if not isinstance(value, dict):
-        return value
-    if set(value) == {"Fn::If"}:
-        name, when_true, when_false = value["Fn::If"]
-        return _if(when_true if conditions[name] else when_false, conditions)
-    return {key: _if(item, conditions) for key, item in value.items()}
 
 
 # --- EventBridge pattern matching --------------------------------------------------------------------------
