@@ -25,12 +25,13 @@ STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Copy Image For Sharing", ("Copy Image For Sharing", "Sharing Copy Available?", "Wait For Sharing Copy",
                                 "Check Sharing Copy", "Wait For Sharing Copy Slot")),
     ("Share With Target", ("Share With Target",)),
-    # The target's own copy may be waited for after the agent steps (restoreFrom sharedImage): the
-    # step is shown again then, and progress stays where it was.
+    # The target's own copy may be started or waited for after the agent steps (restoreFrom sharedImage):
+    # the step is shown again then, and progress stays where it was.
     ("Copy Image To Target", ("Copy Image To Target", "Check Target Image", "Target Image Available?",
                               "Wait For Target Image", "Wait For Target Copy Slot", "Restore From Target Image?",
                               "Target Copy Pending?", "Check Target Copy", "Target Copy Available?",
-                              "Wait For Target Copy")),
+                              "Wait For Target Copy", "Start Target Copy", "Target Copy Started?",
+                              "Wait To Start Target Copy")),
     ("Launch Restored Instance", ("Launch Restored Instance", "Check Restored Instance", "Restored Instance Healthy?",
                                   "Wait For Restored Instance")),
     ("Wait For Approval", ("Approval Required?", "Wait For Approval", "Approval Deadline Passed",

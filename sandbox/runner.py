@@ -23,6 +23,7 @@ import uuid
 import warnings
 import contextlib
 import datetime
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,8 @@ EXTERNAL_ID = "sandbox-external-id-0000"
 STATE_MACHINE_DEFINITION = cfn.ROOT / "statemachine" / "cutover.asl.json"
 # A rehearsal that has not finished in this long (real seconds) is stuck, not slow.
 EXECUTION_TIMEOUT_SECONDS = 900
+# How often `wait` looks at a running execution: a tenth of the time gone so far, within these bounds.
+WAIT_LOOK_MIN_SECONDS, WAIT_LOOK_MAX_SECONDS = 0.05, 2.0
 
 # The handlers import their shared package the way they do on Lambda, from the code root.
 if str(cfn.ROOT / "functions") not in sys.path:
@@ -332,7 +335,8 @@ class Sandbox:
 
     def wait(self, execution_arn: str, timeout: float = EXECUTION_TIMEOUT_SECONDS) -> dict:
         sfn = boto3.client("stepfunctions", region_name=REGION)
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         answered = False
         while time.monotonic() < deadline:
             described = sfn.describe_execution(executionArn=execution_arn)
@@ -340,8 +344,10 @@ class Sandbox:
                 return described
             if self.gate_answer and not answered:
                 answered = self._answer_gate(execution_arn)
-            # Each look costs moto a DescribeExecution; ten a second keep it a small part of a long wave.
-            time.sleep(0.1)
+            # A DescribeExecution serializes the whole wave's input, and the interpreter waits on the GIL
+            # meanwhile: looking again after a tenth of the time gone keeps the looks few in a long wave and
+            # keeps a short one at most a tenth longer.
+            time.sleep(min(WAIT_LOOK_MAX_SECONDS, max(WAIT_LOOK_MIN_SECONDS, (time.monotonic() - started) / 10)))
         raise SandboxError(f"execution {execution_arn} still running after {timeout:.0f} s")
 
     # -- the approval gate -------------------------------------------------------------------
@@ -692,6 +698,18 @@ class _ThreadingOnBehalf:
         return getattr(threading, name)
 
 
+class _KeepsNoThreads(list):
+    """Stands in for moto's `TMP_THREADS`, the list its interpreter appends every thread it starts to.
+
+    moto never reads that list again, but holding a finished thread that nobody joined keeps its stack
+    mapped on Python 3.13 (the runtime of the functions, and the sandbox's): a wave of a few hundred servers
+    starts tens of thousands of threads and runs out of memory mappings before it ends.
+    """
+
+    def append(self, thread: Any) -> None:
+        pass
+
+
 class _MidpointJitter:
     """Stands in for the `random` module of moto's jitter, so a rehearsal with retries is the same every run.
 
@@ -704,11 +722,20 @@ class _MidpointJitter:
         return (low + high) / 2
 
 
+def _modules_keeping_threads() -> dict[Any, list]:
+    """Each module of moto's interpreter that appends its threads to `TMP_THREADS`, with the list it holds."""
+    names = ("program.program", "state.exec.execute_state", "state.exec.state_map.iteration.inline_iteration_component",
+             "state.exec.state_task.service.state_task_service_callback", "state.exec.state_parallel.branch_worker")
+    modules = [importlib.import_module(f"moto.stepfunctions.parser.asl.component.{name}") for name in names]
+    modules.append(importlib.import_module("moto.stepfunctions.parser.backend.execution_worker"))
+    return {module: module.TMP_THREADS for module in modules}
+
+
 @contextmanager
 def _patch_interpreter() -> Iterator[None]:
     """Wait states and retry intervals sleep on the simulated clock (sandbox/clock.py), each map iteration is
     counted live on it while it runs, and the interpreter reuses one Lambda client instead of building a new
-    one (a quarter second) per task."""
+    one (a quarter second) per task, parses each JSONPath once, and lets go of the threads it has started."""
     from moto.stepfunctions.parser.asl.component.common.retry import jitter_strategy_decl, retrier_decl
     from moto.stepfunctions.parser.asl.component.state.exec.state_map.iteration import (
         distributed_iteration_component as distributed,
@@ -721,6 +748,8 @@ def _patch_interpreter() -> Iterator[None]:
     from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
     from moto.stepfunctions.parser.asl.component.state.wait.wait_function import wait_function
     from moto.stepfunctions.parser.asl.eval.event.event_manager import EventManager
+    from moto.stepfunctions.parser.asl.component.common.path import result_path
+    from moto.stepfunctions.parser.asl.utils import json_path
 
     original_wait = wait_function.WaitFunction._wait_interval
     original_stamp = EventManager.__dict__["_get_current_timestamp"]
@@ -732,6 +761,8 @@ def _patch_interpreter() -> Iterator[None]:
     original_client = lambda_eval_utils.boto_client_for
     clients: dict[tuple[str, str], Any] = {}
     client_lock = threading.Lock()
+    thread_lists = _modules_keeping_threads()
+    parsers = {module: module.parse for module in (json_path, result_path)}
 
     def cached_client(region: str, service: str, state_credentials: Any = None) -> Any:
         # The interpreter ignores task credentials anyway; one client per service is the same.
@@ -751,9 +782,7 @@ def _patch_interpreter() -> Iterator[None]:
                 run()
 
         simulated.iteration_started()
-        thread = threading.Thread(target=counted, daemon=True)
-        inline.TMP_THREADS.append(thread)
-        thread.start()
+        threading.Thread(target=counted, daemon=True).start()
         return worker
 
     def not_live_while(original: Callable) -> Callable:
@@ -773,6 +802,12 @@ def _patch_interpreter() -> Iterator[None]:
     inline.InlineIterationComponent._eval_body = not_live_while(original_bodies[0])
     distributed.DistributedIterationComponent._eval_body = not_live_while(original_bodies[1])
     lambda_eval_utils.boto_client_for = cached_client
+    for module in thread_lists:
+        module.TMP_THREADS = _KeepsNoThreads()
+    # The interpreter builds a JSONPath parser and parses the path again at every read of the state; a
+    # parsed path is never changed, so each is parsed once.
+    for module, parse in parsers.items():
+        module.parse = functools.lru_cache(maxsize=None)(parse)
     # History events carry simulated time, so what `watch` shows of a rehearsal is what AWS would show.
     EventManager._get_current_timestamp = staticmethod(
         lambda: datetime.datetime.fromtimestamp(clock.active().now(), tz=datetime.timezone.utc))
@@ -788,6 +823,10 @@ def _patch_interpreter() -> Iterator[None]:
         inline.InlineIterationComponent._eval_body, distributed.DistributedIterationComponent._eval_body = (
             original_bodies)
         lambda_eval_utils.boto_client_for = original_client
+        for module, kept in thread_lists.items():
+            module.TMP_THREADS = kept
+        for module, parse in parsers.items():
+            module.parse = parse
 
 
 @contextmanager

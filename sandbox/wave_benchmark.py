@@ -44,8 +44,6 @@ import botocore.handlers
 from sandbox import iam
 from sandbox import template as cfn
 
-# NOTE: a 500-server wave (200 iterations at once) has not finished here yet: after some 15 minutes its threads
-# failed with MemoryError at about 400 threads and 267 GB of reserved address space; 100 servers finish.
 SIZES = (1, 10, 100, 500)
 PATHS = ("direct", "reencrypt", "classic")
 TARGET_ACCOUNTS = ("222222222222", "333333333333", "444444444444")

@@ -255,12 +255,13 @@ def copy_to_target(current: dict) -> dict:
         # Without a key, EBS uses the target account's default EBS key: still the target's own.
         copy_id = start_copy(ec2, f"target account {account}", request)
         if copy_id is None:
-            # NOTE: restoring from the shared image, the launch waits for this copy to start too, though it
-            # needs only the shared image: starting the copy after the launch would take one more state loop.
+            # Restoring from the shared image, the launch does not wait for this: the state machine starts the
+            # copy again after the agent steps.
             return waiting_for_slot(current, "targetImage", accountId=account)
         logger.info("Copy into the target account started", image_id=copy_id, target_account=account)
     ledger.record(server_id, state.execution(current), "targetImage", copy_id)
-    return {"imageId": copy_id, "accountId": account, "ready": False, "attempts": 0}
+    # The copy's wait starts now, even when its first check comes only after the agent steps.
+    return {"imageId": copy_id, "accountId": account, "ready": False, "attempts": 0, **state.first_wait(current)}
 
 
 def unshare(image_id: str, account: str) -> list[str]:

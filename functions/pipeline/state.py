@@ -36,7 +36,8 @@ STEPS_AFTER_FINALIZE = (
 AGENT_SLOTS = frozenset({"managed", "agentInstall", "agentConfigure"})
 
 # `options.restoreFrom`: the restored instance is launched from the shared image (the target's own copy
-# is started before the launch and waited for after the agent steps), or from the target's copy.
+# is started before the launch, or after the agent steps when EC2 had no copy slot, and waited for after
+# the agent steps), or from the target's copy.
 FROM_SHARED_IMAGE = "sharedImage"
 FROM_TARGET_IMAGE = "targetImage"
 
@@ -91,8 +92,9 @@ def restore_from(state: dict) -> str:
 def steps_in_order(state: dict) -> list[tuple[str, str, bool]]:
     """(slot, state name, started-is-enough) of every step this server runs, in the order it runs them.
 
-    From the shared image, Copy Image To Target is only started before the launch (enough to go on), and
-    waited for after the agent steps; from the target image it is waited for before the launch.
+    From the shared image, Copy Image To Target is only started before the launch, or found no copy slot
+    (either is enough to go on), and is started or waited for after the agent steps; from the target image it
+    is waited for before the launch.
     """
     shared = restore_from(state) == FROM_SHARED_IMAGE
     steps = [(name, step, shared and name == "targetImage") for name, step in STEPS_BEFORE_FINALIZE]
@@ -114,10 +116,15 @@ def finished(state: dict, name: str) -> bool:
 def failed_step(state: dict) -> str:
     """The state name of the first step that did not finish (a step with its checks and waits)."""
     for name, step, started_is_enough in steps_in_order(state):
-        done = bool(slot(state, name).get("imageId")) if started_is_enough else finished(state, name)
+        done = _started(slot(state, name)) if started_is_enough else finished(state, name)
         if not done:
             return step
     return "Release Server"
+
+
+def _started(value: dict) -> bool:
+    # A copy that found no free slot is started again after the agent steps: the launch went on without it.
+    return bool(value.get("imageId")) or value.get("waitingForSlot") is True
 
 
 def finished_steps(state: dict) -> set[str]:

@@ -3,8 +3,11 @@ copies that wait for a free slot when EC2 runs as many as it allows."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 
+from sandbox import wave_benchmark
 from sandbox.runner import Sandbox
 from tests.rehearsal.helpers import MIGRATION_ACCOUNT, lifecycle_of, live_instances, load_event, random_request
 
@@ -151,4 +154,37 @@ def test_a_target_copy_that_fails_after_finalize_is_a_follow_up_and_the_sharing_
     assert [i["id"] for i in live_instances(rehearsal.inventory, TARGET)] == [server["restoredInstanceId"]]
     assert set(lifecycle_of(rehearsal.inventory).values()) == {"CUTOVER"}
     # AND the sharing is undone all the same
+    assert_no_sharing_left(rehearsal)
+
+
+def test_a_target_copy_without_a_free_slot_does_not_hold_the_launch_back():
+    # GIVEN three servers replicated under the sharing key into one target account, where EC2 runs one copy at
+    # a time: restored from the shared image, only the target's own copies need a slot
+    request, world = wave_benchmark.generated_wave(7, "direct")
+    account = wave_benchmark.TARGET_ACCOUNTS[0]
+    request["servers"] = [s for s in request["servers"] if s["target"]["accountId"] == account]
+    request["options"]["maxConcurrency"] = 3
+    world["limits"] = {"concurrentImageCopies": 1}
+
+    # WHEN the wave is rehearsed
+    answers: list[tuple[str, str, bool]] = []
+
+    def watch(event: dict) -> None:
+        if event["step"] in ("Copy Image To Target", "Start Target Copy") and isinstance(event.get("result"), dict):
+            answers.append((event["server"], event["step"], bool(event["result"].get("waitingForSlot"))))
+
+    with contextlib.redirect_stdout(io.StringIO()), Sandbox(request, world, progress=watch) as sandbox:
+        rehearsal = sandbox.rehearse()
+
+    # THEN two servers found no slot before their launch, and started their copies after the agent steps
+    assert rehearsal.status == "SUCCEEDED", rehearsal.cause
+    waited = {server for server, step, waiting in answers if step == "Copy Image To Target" and waiting}
+    assert len(waited) == 2
+    assert {server for server, step, waiting in answers if step == "Start Target Copy" and not waiting} == waited
+    # AND their downtime is the one that found a slot's: no copy slot was waited for before finalize
+    downtimes = [times["cutoverSeconds"] for times in rehearsal.timing["servers"].values()]
+    assert max(downtimes) - min(downtimes) < 0.01 * min(downtimes)
+    # AND every server is cut over with its own image in the target account, and nothing stays shared
+    assert {s["outcome"] for s in rehearsal.output["servers"]} == {"CUT_OVER"}
+    assert len([i for i in target_images(rehearsal, account) if i["state"] == "available"]) == 3
     assert_no_sharing_left(rehearsal)

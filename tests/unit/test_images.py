@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 
+from pipeline import clock as pipeline_clock
 from pipeline import images, ledger, names
 from pipeline.errors import ImageFailed, ImageNotShareable, TargetNotAllowed, WaitTimedOut
 from sandbox import aws_rules
@@ -288,10 +289,27 @@ def test_copy_to_target_makes_the_targets_own_image_under_its_key(shared, target
 
     # THEN the target account owns an image of the target-copy name, under its own key
     [image] = images_named(target_ec2, image_name(cutover_instance, "target-copy"))
-    assert result == {"imageId": image["ImageId"], "accountId": TARGET_ACCOUNT, "ready": False, "attempts": 0}
+    assert result == {"imageId": image["ImageId"], "accountId": TARGET_ACCOUNT, "ready": False, "attempts": 0,
+                      "waitStartedAt": result["waitStartedAt"], "nextWaitSeconds": 30}
     assert image["OwnerId"] == TARGET_ACCOUNT
     assert snapshot_keys_of(target_ec2, image["ImageId"]) == {target_key}
     assert ledger.read(SOURCE_SERVER_ID)["artifacts"]["targetImage"] == image["ImageId"]
+
+
+def test_the_target_copy_is_timed_from_its_start_though_first_checked_later(shared, world, monkeypatch):
+    # GIVEN a target copy started (28 GiB at 10 MiB/s: 48 minutes), its first check coming only after 20 minutes
+    # of agent steps, the pipeline reading the world's clock
+    monkeypatch.setattr(pipeline_clock, "_source", world.clock.now)
+    aws_rules.pacing.copy_mib_per_second = 10
+    started = images.copy_to_target(shared)
+    world.clock.sleep(1200)
+
+    # WHEN it is checked
+    checked = images.check(shared | {"targetImage": started}, "targetImage")
+
+    # THEN the wait counts from the copy's start: the next wait is 5% of the 20 minutes, not the shortest one
+    assert checked["waitStartedAt"] == started["waitStartedAt"]
+    assert checked["nextWaitSeconds"] == 60
 
 
 def test_copy_to_target_twice_makes_one_image(shared, target_ec2, cutover_instance):
