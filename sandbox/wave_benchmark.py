@@ -292,7 +292,7 @@ def run(sizes: list[int], paths: list[str], progress=None, in_process: bool = Fa
             if progress:
                 progress(f"{size} servers, {path} path: {figures['status']} in {figures['wallSeconds']} s")
     return {"diskGiB": DISK_GIB, "targetAccounts": len(TARGET_ACCOUNTS), "results": results,
-            "ratios": ratios(results)}
+            "ratios": ratios(results), "growth": growth(results)}
 
 
 # The per-server figures compared between the paths.
@@ -309,6 +309,24 @@ def ratios(results: list[dict]) -> dict[str, dict[str, float | None]]:
         if direct and classic:
             found[str(size)] = {name: _ratio(classic["perServer"].get(name), direct["perServer"].get(name))
                                 for name in _COMPARED}
+    return found
+
+
+# The per-server figures followed from the smallest wave to the largest: flat counts mean each server costs the
+# same whatever the wave, and flat wall time per server means the rehearsal's wall time grows linearly.
+_GROWN = ("stateTransitions", "awsCalls", "lambdaInvocations", "wallSeconds", "cpuSeconds")
+
+
+def growth(results: list[dict]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """For each path measured at two sizes or more: each size's per-server figures / those of its smallest wave."""
+    found: dict[str, dict[str, dict[str, float | None]]] = {}
+    for path in dict.fromkeys(r["path"] for r in results):
+        measured = sorted((r for r in results if r["path"] == path), key=lambda r: r["size"])
+        if len(measured) < 2:
+            continue
+        smallest = measured[0]["perServer"]
+        found[path] = {str(r["size"]): {name: _ratio(r["perServer"].get(name), smallest.get(name)) for name in _GROWN}
+                       for r in measured}
     return found
 
 
@@ -340,7 +358,8 @@ _COLUMNS = (
 
 
 def render(benchmark: dict, markdown: bool = False) -> str:
-    """The benchmark as text tables: the figures, the classic path's ratios, AWS calls per server by service."""
+    """The benchmark as text tables: the figures, the classic path's ratios, each path's growth with the wave,
+    AWS calls per server by service."""
     results = benchmark["results"]
     lines = [f"Generated waves: servers over {benchmark['targetAccounts']} target accounts, one "
              f"{benchmark['diskGiB']} GiB disk each; (sim) is the rehearsal's simulated clock, wall the real time.",
@@ -353,6 +372,12 @@ def render(benchmark: dict, markdown: bool = False) -> str:
         lines += _table(["servers", *names],
                         [[size, *(_times(row[name]) for name in names)] for size, row in benchmark["ratios"].items()],
                         markdown)
+    if benchmark.get("growth"):
+        lines += ["", "Per server, as a ratio to the same path's smallest wave (1.00x is flat; flat wall s/server is "
+                      "wall time growing linearly):", ""]
+        lines += _table(["path", "servers", *_GROWN],
+                        [[path, size, *(_times(row[name]) for name in _GROWN)]
+                         for path, sizes in benchmark["growth"].items() for size, row in sizes.items()], markdown)
     services = sorted({s for r in results for s in r["perServer"]["awsCallsByService"]})
     if services:
         lines += ["", "AWS calls per server, by service:", ""]

@@ -76,6 +76,23 @@ def test_a_one_server_wave_on_every_path_compares_the_full_copies_before_finaliz
     assert wave_benchmark.UNAVAILABLE not in wave_benchmark.render(benchmark)
 
 
+def test_growth_compares_each_wave_per_server_with_the_smallest():
+    # GIVEN waves of one and four servers on the direct path, measured in the same run
+    benchmark = wave_benchmark.run([1, 4], ["direct"], in_process=True)
+    one, four = benchmark["results"]
+
+    # THEN the growth of each per-server figure is the larger wave's over the smaller's
+    grown = benchmark["growth"]["direct"]
+    assert grown["1"]["stateTransitions"] == 1
+    for name in ("stateTransitions", "awsCalls", "lambdaInvocations", "wallSeconds"):
+        assert grown["4"][name] == four["perServer"][name] / one["perServer"][name]
+    # AND a server costs the same transitions and calls in either wave, within 10%
+    assert 0.9 <= grown["4"]["stateTransitions"] <= 1.1
+    assert 0.9 <= grown["4"]["awsCalls"] <= 1.1
+    # AND the table shows it
+    assert "smallest wave" in wave_benchmark.render(benchmark)
+
+
 def memory_mappings() -> int:
     with open("/proc/self/maps") as maps:
         return sum(1 for _ in maps)
