@@ -7,12 +7,11 @@ and lets a later execution pick up what an earlier one finished.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from pipeline import aws, config
+from pipeline import aws, clock, config
 from pipeline.errors import ServerClaimed
 
 CLAIMED = "CLAIMED"
@@ -37,7 +36,7 @@ def claim(source_server_id: str, execution: str, wave: str) -> dict[str, Any]:
                 ":claimed": {"S": CLAIMED},
                 ":released": {"S": RELEASED},
                 ":wave": {"S": wave},
-                ":now": {"N": str(int(time.time()))},
+                ":now": {"N": str(int(clock.now()))},
             },
             ReturnValues="ALL_NEW",
         )["Attributes"]
@@ -61,7 +60,7 @@ def release(source_server_id: str, execution: str, outcome: str) -> None:
                 ":me": {"S": execution},
                 ":released": {"S": RELEASED},
                 ":outcome": {"S": outcome},
-                ":now": {"N": str(int(time.time()))},
+                ":now": {"N": str(int(clock.now()))},
             },
         )
     except ClientError as err:
