@@ -188,3 +188,26 @@ def test_a_target_copy_without_a_free_slot_does_not_hold_the_launch_back():
     assert {s["outcome"] for s in rehearsal.output["servers"]} == {"CUT_OVER"}
     assert len([i for i in target_images(rehearsal, account) if i["state"] == "available"]) == 3
     assert_no_sharing_left(rehearsal)
+
+
+def test_a_target_copy_that_never_finds_a_slot_is_a_follow_up_and_the_sharing_is_undone():
+    # GIVEN one server replicated under the sharing key, into a target account where EC2 starts no copy at all
+    request = load_event("console-wave.json")
+    request = with_options({**request, "servers": request["servers"][:1]}, pollIntervalSeconds=300, maxPollAttempts=5)
+    world = {"defaultServer": {"replicationKey": "sharing-key"}, "limits": {"concurrentImageCopies": 0}}
+
+    # WHEN it is rehearsed
+    with Sandbox(request, world) as sandbox:
+        rehearsal = sandbox.rehearse()
+
+    # THEN the restored instance was launched and the cutover finalized without the copy, which is left to do
+    assert rehearsal.status == "SUCCEEDED", rehearsal.cause
+    [server] = rehearsal.output["servers"]
+    assert server["outcome"] == "CUT_OVER_WITH_FOLLOW_UP"
+    assert (server["failedStep"], server["error"]["code"]) == ("Copy Image To Target", "WaitTimedOut")
+    assert server["leftToDo"] == ["Copy Image To Target"]
+    assert [i["id"] for i in live_instances(rehearsal.inventory, TARGET)] == [server["restoredInstanceId"]]
+    assert target_images(rehearsal, TARGET) == []
+    assert set(lifecycle_of(rehearsal.inventory).values()) == {"CUTOVER"}
+    # AND nothing stays shared
+    assert_no_sharing_left(rehearsal)
