@@ -32,6 +32,18 @@ def assert_no_sharing_left(rehearsal) -> None:
     assert migration["kmsGrants"] == []
 
 
+def assert_copy_left_to_do(rehearsal, code: str) -> None:
+    """One server cut over with the target copy left to do, failed with `code`: its restored instance runs and
+    MGN says CUTOVER."""
+    assert rehearsal.status == "SUCCEEDED", rehearsal.cause
+    [server] = rehearsal.output["servers"]
+    assert server["outcome"] == "CUT_OVER_WITH_FOLLOW_UP"
+    assert (server["failedStep"], server["error"]["code"]) == ("Copy Image To Target", code)
+    assert server["leftToDo"] == ["Copy Image To Target"]
+    assert [i["id"] for i in live_instances(rehearsal.inventory, TARGET)] == [server["restoredInstanceId"]]
+    assert set(lifecycle_of(rehearsal.inventory).values()) == {"CUTOVER"}
+
+
 def test_the_default_restore_launches_from_the_shared_image_and_keeps_the_targets_copy():
     # GIVEN the console wave: two servers into two target accounts, each with the target's own key
     request = load_event("console-wave.json")
@@ -146,13 +158,7 @@ def test_a_target_copy_that_fails_after_finalize_is_a_follow_up_and_the_sharing_
         rehearsal = sandbox.rehearse()
 
     # THEN the cutover stands: the restored instance runs, MGN says CUTOVER, and the copy is the one thing left to do
-    assert rehearsal.status == "SUCCEEDED", rehearsal.cause
-    [server] = rehearsal.output["servers"]
-    assert server["outcome"] == "CUT_OVER_WITH_FOLLOW_UP"
-    assert (server["failedStep"], server["error"]["code"]) == ("Copy Image To Target", "UnauthorizedOperation")
-    assert server["leftToDo"] == ["Copy Image To Target"]
-    assert [i["id"] for i in live_instances(rehearsal.inventory, TARGET)] == [server["restoredInstanceId"]]
-    assert set(lifecycle_of(rehearsal.inventory).values()) == {"CUTOVER"}
+    assert_copy_left_to_do(rehearsal, "UnauthorizedOperation")
     # AND the sharing is undone all the same
     assert_no_sharing_left(rehearsal)
 
@@ -201,13 +207,7 @@ def test_a_target_copy_that_never_finds_a_slot_is_a_follow_up_and_the_sharing_is
         rehearsal = sandbox.rehearse()
 
     # THEN the restored instance was launched and the cutover finalized without the copy, which is left to do
-    assert rehearsal.status == "SUCCEEDED", rehearsal.cause
-    [server] = rehearsal.output["servers"]
-    assert server["outcome"] == "CUT_OVER_WITH_FOLLOW_UP"
-    assert (server["failedStep"], server["error"]["code"]) == ("Copy Image To Target", "WaitTimedOut")
-    assert server["leftToDo"] == ["Copy Image To Target"]
-    assert [i["id"] for i in live_instances(rehearsal.inventory, TARGET)] == [server["restoredInstanceId"]]
+    assert_copy_left_to_do(rehearsal, "WaitTimedOut")
     assert target_images(rehearsal, TARGET) == []
-    assert set(lifecycle_of(rehearsal.inventory).values()) == {"CUTOVER"}
     # AND nothing stays shared
     assert_no_sharing_left(rehearsal)
